@@ -1,0 +1,47 @@
+"""pyromi: mutual-information bounds for Pyro models.
+
+``mutual_information(model, observed="x", bound="iwae")`` returns an :class:`MIEstimate` with lower
+and upper bounds on I(x; z) in nats. See the README for the methods and their guarantees.
+"""
+
+from .adapter import JointSamples, ModelAdapter
+from .api import BOUNDS, mutual_information
+from .errors import (
+    DensityError,
+    DeviceError,
+    GuideError,
+    PyromiError,
+    SiteError,
+    VectorizationError,
+)
+from .proposals import (
+    AmortizedNormal,
+    GuideProposal,
+    PriorProposal,
+    ProposalTrainer,
+    fit_autoguide,
+    fit_proposal,
+)
+from .result import MIEstimate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmortizedNormal",
+    "BOUNDS",
+    "DensityError",
+    "DeviceError",
+    "GuideError",
+    "GuideProposal",
+    "JointSamples",
+    "MIEstimate",
+    "ModelAdapter",
+    "PriorProposal",
+    "ProposalTrainer",
+    "PyromiError",
+    "SiteError",
+    "VectorizationError",
+    "fit_autoguide",
+    "fit_proposal",
+    "mutual_information",
+]

@@ -1,0 +1,697 @@
+"""Model adapter: a Pyro model callable seen as a joint density p(x, z) = p(z) p(x | z).
+
+Every estimator in pyromi talks to the model only through :class:`ModelAdapter`. It
+
+* inspects the model once and validates it (site names, discrete latents, ``obs_mask``, subsampling,
+  ``pyro.factor``, vectorisation, devices and dtypes), raising errors that name the site and the fix;
+* draws N joint samples ``(x_i, z_i*) ~ p(x, z)`` in one pass under an outer plate ``_pm_x``;
+* evaluates ``log p(z)`` and ``log p(x | z)`` for every (particle, sample) pair in one pass under two
+  outer plates, ``_pm_particles`` (size C, dim ``-2 - mpn``) and ``_pm_x`` (size N, dim ``-1 - mpn``),
+  where ``mpn`` is the model's own maximum plate nesting; sites are split into prior and likelihood
+  terms *by name*;
+* provides an unconstrained parametrisation of all latent sites packed into one vector of length D
+  per (particle, sample): ``z = T(u)`` with ``T = biject_to(support)`` applied *inside* the model pass,
+  so latent-dependent supports (``Uniform(a, a + 1)`` with latent ``a``) get the right bijection.
+
+Shapes. A site's *local shape* is its value's shape without the outer plates: the model's plate
+dimensions (left-padded with 1 to ``mpn``) followed by the event shape. Joint samples of a site have
+shape ``(N,) + local_shape``; particle values have shape ``(C, N) + local_shape``; per-pair log
+densities have shape ``(C, N)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import Any, NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.transforms import biject_to
+from pyro.distributions.util import sum_rightmost
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_factor, site_is_subsample
+
+from ._rng import seeded
+from .errors import DensityError, DeviceError, SiteError, VectorizationError
+
+__all__ = ["ModelAdapter", "JointSamples", "ModelEvaluation", "SiteInfo"]
+
+PARTICLE_PLATE = "_pm_particles"
+SAMPLE_PLATE = "_pm_x"
+_PROBE_N = 3  # a prime that rarely coincides with a model's own dimension sizes
+
+
+class SiteInfo(NamedTuple):
+    """Static facts about one latent or observed site, read from a validated probe pass."""
+
+    name: str
+    local_shape: torch.Size  # constrained value shape without the outer plates
+    event_dim: int
+    unconstrained_shape: torch.Size  # shape of T^{-1}(value) without the outer plates
+    support: Any
+
+    @property
+    def unconstrained_numel(self) -> int:
+        return math.prod(self.unconstrained_shape)
+
+
+class JointSamples(NamedTuple):
+    """N joint draws ``(x_i, z_i*) ~ p(x, z)`` with their log densities.
+
+    ``observed[name]`` and ``latent[name]`` have shape ``(N,) + local_shape``; ``log_prior`` is
+    ``log p(z_i*)`` and ``log_likelihood`` is ``log p(x_i | z_i*)``, both of shape ``(N,)``, in nats.
+    """
+
+    observed: dict[str, torch.Tensor]
+    latent: dict[str, torch.Tensor]
+    log_prior: torch.Tensor
+    log_likelihood: torch.Tensor
+
+    @property
+    def num_samples(self) -> int:
+        return self.log_prior.shape[0]
+
+
+class ModelEvaluation(NamedTuple):
+    """Log densities of C particles for each of N samples, each of shape ``(C, N)`` (nats).
+
+    ``log_prior = log p(z)``, ``log_likelihood = log p(x | z)`` and, for evaluations in the
+    unconstrained space, ``log_abs_det_jacobian = log |dT(u)/du|`` (zeros otherwise).
+    ``latent`` holds the constrained latent values, ``(C, N) + local_shape``.
+    """
+
+    latent: dict[str, torch.Tensor]
+    log_prior: torch.Tensor
+    log_likelihood: torch.Tensor
+    log_abs_det_jacobian: torch.Tensor
+
+
+def _sum_trailing(t: torch.Tensor, lead: int) -> torch.Tensor:
+    """Sum all dimensions after the first ``lead`` ones."""
+    if t.dim() <= lead:
+        return t
+    return t.reshape(t.shape[:lead] + (-1,)).sum(-1)
+
+
+def _as_names(names: str | Sequence[str] | None, argname: str) -> list[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str):
+        return [names]
+    names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise SiteError(f"{argname} must be a site name or a list of site names, got {names!r}")
+    return names
+
+
+class _UnconstrainedValues(Messenger):
+    """Set latent sites to ``T(u)`` with ``T = biject_to(fn.support)`` and record ``log|dT/du|``.
+
+    The bijection is chosen from the distribution at run time, so supports that depend on other
+    latents are handled. Sites stay latent (``is_observed=False``).
+    """
+
+    def __init__(self, unconstrained: dict[str, torch.Tensor], lead: int = 2):
+        super().__init__()
+        self.unconstrained = unconstrained
+        self.lead = lead
+        self.log_abs_det_jacobian: torch.Tensor | float = 0.0
+
+    def _pyro_sample(self, msg) -> None:
+        u = self.unconstrained.get(msg["name"])
+        if u is None:
+            return
+        fn = msg["fn"]
+        transform = biject_to(fn.support)
+        value = transform(u)
+        ladj = transform.log_abs_det_jacobian(u, value)
+        site_batch_dim = value.dim() - fn.event_dim
+        ladj = sum_rightmost(ladj, ladj.dim() - site_batch_dim)
+        self.log_abs_det_jacobian = self.log_abs_det_jacobian + _sum_trailing(ladj, self.lead)
+        msg["value"] = value
+        msg["done"] = True
+
+
+class _RecordUnconstrained(Messenger):
+    """For latent sites whose value is set by ``condition``, record ``u = T^{-1}(value)`` and
+    ``log|dT/du|`` at that point, using the support of the distribution at run time."""
+
+    def __init__(self, names: Sequence[str], lead: int = 2):
+        super().__init__()
+        self.names = set(names)
+        self.lead = lead
+        self.unconstrained: dict[str, torch.Tensor] = {}
+        self.log_abs_det_jacobian: torch.Tensor | float = 0.0
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] != "sample" or msg["name"] not in self.names:
+            return
+        fn = msg["fn"]
+        transform = biject_to(fn.support)
+        value = msg["value"]
+        u = transform.inv(value)
+        ladj = transform.log_abs_det_jacobian(u, value)
+        ladj = sum_rightmost(ladj, ladj.dim() - (value.dim() - fn.event_dim))
+        self.unconstrained[msg["name"]] = u
+        self.log_abs_det_jacobian = self.log_abs_det_jacobian + _sum_trailing(ladj, self.lead)
+
+
+class _LastSite(Messenger):
+    """Remember the last sample site reached, to name it when a model fails part-way."""
+
+    def __init__(self):
+        super().__init__()
+        self.last: str | None = None
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            self.last = msg["name"]
+
+
+class ModelAdapter:
+    """A validated view of a Pyro model as ``p(x, z) = p(z) p(x | z)``.
+
+    Args:
+        model: a Pyro model callable that samples every latent site and every observed site
+            (observed sites are sampled generatively; an ``obs=`` in the model is ignored when
+            drawing joint samples, via ``poutine.uncondition``).
+        observed: name or names of the observed sites x.
+        latent: names of the latent sites z. Default: every other non-deterministic sample site.
+        model_args, model_kwargs: passed to the model on every call.
+        device: where computations run. Default: the device of the model's sampled values.
+        dtype: floating dtype of the latent values. Default: the model's.
+        max_plate_nesting: the model's plate nesting; inferred from a trace when omitted.
+        seed: seed of the probe pass (the validation run).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        observed: str | Sequence[str],
+        latent: str | Sequence[str] | None = None,
+        *,
+        model_args: tuple = (),
+        model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        max_plate_nesting: int | None = None,
+        seed: int | None = 0,
+    ) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+        self.model = model
+        self.model_args = tuple(model_args)
+        self.model_kwargs = dict(model_kwargs or {})
+        observed_names = _as_names(observed, "observed")
+        if not observed_names:
+            raise SiteError("observed= must name at least one observed sample site, e.g. observed='x'")
+        latent_names = _as_names(latent, "latent")
+        self.requested_device = None if device is None else torch.device(device)
+        self.requested_dtype = dtype
+        with seeded(seed, self.requested_device):
+            prototype = self._prototype_trace()
+            self._inspect(prototype, observed_names, latent_names, max_plate_nesting)
+            self._probe()
+
+    # ------------------------------------------------------------------ inspection and validation
+    def _call_traced(self, fn: Callable, stage: str) -> poutine.Trace:
+        last = _LastSite()
+        try:
+            with pyro.validation_enabled(True):
+                return poutine.trace(last(fn)).get_trace(*self.model_args, **self.model_kwargs)
+        except (SiteError, DeviceError, VectorizationError, DensityError):
+            raise
+        except Exception as e:
+            where = f"after site '{last.last}'" if last.last else "before its first sample site"
+            msg = str(e)
+            if "device" in msg.lower():
+                raise DeviceError(
+                    f"the model failed {stage} {where} with a device mismatch: {msg}. Create the "
+                    "model's tensors (constants, nn.Module weights, model_args) on one device, the "
+                    "one passed as device=, e.g. W = W.to(device)."
+                ) from e
+            if "Shape mismatch inside plate('_pm_" in msg:
+                raise VectorizationError(
+                    f"the model is not vectorisable {where}: {msg}. pyromi evaluates many samples at "
+                    "once under outer plates; every site must declare its event dimensions, e.g. "
+                    "dist.Normal(loc, scale).to_event(1), or put batch dimensions inside a "
+                    "pyro.plate."
+                ) from e
+            raise VectorizationError(
+                f"the model raised {type(e).__name__} {stage} {where}: {msg}. If the model runs on "
+                "its own, it probably is not vectorisable: pyromi adds outer batch dimensions (left "
+                "of the model's plates) to every sampled value, so the model must broadcast over "
+                "leading dimensions (use `...` indexing, `.to_event`, no reshape(-1)/flatten/sum "
+                "over all dimensions)."
+            ) from e
+
+    def _prototype_trace(self) -> poutine.Trace:
+        return self._call_traced(poutine.uncondition(self.model), "when run once")
+
+    def _inspect(
+        self,
+        tr: poutine.Trace,
+        observed: list[str],
+        latent: list[str] | None,
+        max_plate_nesting: int | None,
+    ) -> None:
+        sample_sites: dict[str, dict] = {}
+        deterministic: set[str] = set()
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site_is_subsample(site):
+                continue
+            if site_is_factor(site):
+                raise SiteError(
+                    f"site '{name}' is a pyro.factor: pyromi cannot tell whether it belongs to "
+                    "log p(z) or log p(x|z). Write it as a pyro.sample site with a distribution "
+                    "(observed or latent), or remove it."
+                )
+            if site["infer"].get("_deterministic"):
+                deterministic.add(name)
+                continue
+            for frame in site["cond_indep_stack"]:
+                if frame.full_size is not None and frame.size != frame.full_size:
+                    raise SiteError(
+                        f"site '{name}' is inside the subsampled plate '{frame.name}' "
+                        f"(subsample_size={frame.size} of {frame.full_size}): MI bounds need the full "
+                        "joint density. Remove subsample_size= from the plate."
+                    )
+            if site["scale"] is not None and not (
+                isinstance(site["scale"], (int, float)) and site["scale"] == 1.0
+            ):
+                raise SiteError(
+                    f"site '{name}' has its log density scaled (poutine.scale or a subsampled "
+                    "plate): MI bounds need the unscaled joint density. Remove the scaling."
+                )
+            sample_sites[name] = site
+        for name in list(sample_sites):
+            for suffix in ("_observed", "_unobserved"):
+                if name.endswith(suffix) and name[: -len(suffix)] in deterministic:
+                    raise SiteError(
+                        f"site '{name[: -len(suffix)]}' uses obs_mask= (it appears as sites "
+                        f"'{name[: -len(suffix)]}_observed' / '_unobserved'): partially observed "
+                        "sites are not supported. Split the site into an observed and a latent "
+                        "site, or drop obs_mask=."
+                    )
+        available = ", ".join(repr(n) for n in sample_sites) or "(none)"
+        for name in observed:
+            if name in deterministic:
+                raise SiteError(
+                    f"observed site '{name}' is a pyro.deterministic site; name the sample site it "
+                    f"is computed from. Sample sites: {available}."
+                )
+            if name not in sample_sites:
+                raise SiteError(
+                    f"observed site '{name}' is not a sample site of the model. Sample sites: "
+                    f"{available}."
+                )
+        if len(set(observed)) != len(observed):
+            raise SiteError(f"observed= lists a site twice: {observed}")
+        if latent is None:
+            latent = [n for n in sample_sites if n not in observed]
+            if not latent:
+                raise SiteError(
+                    f"the model has no latent sites besides the observed ones ({observed}); "
+                    "I(x; z) needs at least one latent pyro.sample site."
+                )
+        else:
+            if not latent:
+                raise SiteError("latent= is empty; name at least one latent site or leave it None.")
+            for name in latent:
+                if name in observed:
+                    raise SiteError(f"site '{name}' is listed in both observed= and latent=.")
+                if name not in sample_sites:
+                    raise SiteError(
+                        f"latent site '{name}' is not a sample site of the model. Sample sites: "
+                        f"{available}."
+                    )
+            if len(set(latent)) != len(latent):
+                raise SiteError(f"latent= lists a site twice: {latent}")
+            others = [n for n in sample_sites if n not in observed and n not in latent]
+            if others:
+                raise SiteError(
+                    f"site(s) {others} are neither observed nor latent. pyromi needs p(x|z) in "
+                    "closed form, so every stochastic site must be in observed= or latent=: add "
+                    f"them to latent= (giving I(x; {', '.join(latent + others)})) or marginalise "
+                    "them inside the model."
+                )
+        for name in latent:
+            fn = sample_sites[name]["fn"]
+            if fn.support.is_discrete or getattr(fn, "has_enumerate_support", False):
+                raise SiteError(
+                    f"latent site '{name}' is discrete ({type(fn).__name__}): these bounds need "
+                    "continuous latents (importance weights over densities, HMC moves). "
+                    "Marginalise it in the model, e.g. replace a discrete mixture indicator by "
+                    "dist.MixtureSameFamily(dist.Categorical(probs), components)."
+                )
+        # the model's own plate nesting and the plate coverage of every batch dimension
+        mpn = 0
+        for site in sample_sites.values():
+            for frame in site["cond_indep_stack"]:
+                if frame.vectorized:
+                    mpn = max(mpn, -frame.dim)
+        if max_plate_nesting is not None:
+            if max_plate_nesting < mpn:
+                raise VectorizationError(
+                    f"max_plate_nesting={max_plate_nesting} but the model has plates down to dim "
+                    f"{-mpn}; pass max_plate_nesting>={mpn} or leave it None."
+                )
+            mpn = max_plate_nesting
+        self.max_plate_nesting = mpn
+        for name in observed + latent:
+            site = sample_sites[name]
+            batch_shape = site["fn"].batch_shape
+            plate_dims = {f.dim for f in site["cond_indep_stack"] if f.vectorized}
+            if len(batch_shape) > mpn:
+                raise VectorizationError(
+                    f"site '{name}' has batch shape {tuple(batch_shape)} but the model has only "
+                    f"{mpn} plate dimension(s): the extra dimensions belong to no pyro.plate. "
+                    f"Declare them as event dimensions, e.g. .to_event({len(batch_shape) - mpn}), "
+                    "or wrap the site in a pyro.plate."
+                )
+            for d in range(-len(batch_shape), 0):
+                if batch_shape[d] != 1 and d not in plate_dims:
+                    raise VectorizationError(
+                        f"site '{name}' has a batch dimension of size {batch_shape[d]} at dim {d} "
+                        "that no pyro.plate declares. Use .to_event(...) for event dimensions or "
+                        "put the site inside a pyro.plate with that dim."
+                    )
+        self.observed_names = list(observed)
+        self.latent_names = list(latent)
+
+    def _probe(self) -> None:
+        """Validated pass under the outer plates: shapes, devices, dtypes, vectorisation checks."""
+        joint = self.sample_joint(_PROBE_N, _validate=True)
+        device = None
+        for name in self.observed_names + self.latent_names:
+            value = joint.observed.get(name, joint.latent.get(name))
+            device = device or value.device
+            if self.requested_device is not None and not _same_device(
+                value.device, self.requested_device
+            ):
+                raise DeviceError(
+                    f"site '{name}' produced a tensor on {value.device} but device="
+                    f"{self.requested_device} was requested. Move the model's tensors (constants, "
+                    "nn.Module weights, model_args) to that device, or pass "
+                    f"device='{value.device}'."
+                )
+            if device is not None and not _same_device(value.device, device):
+                raise DeviceError(
+                    f"site '{name}' is on {value.device} while other sites are on {device}; "
+                    "create all of the model's tensors on one device."
+                )
+        self.device = self.requested_device or device
+        lat_dtypes = {joint.latent[n].dtype for n in self.latent_names}
+        if any(not dt.is_floating_point for dt in lat_dtypes):
+            raise SiteError("latent sites must be real-valued (floating point)")
+        if self.requested_dtype is not None:
+            for name in self.latent_names:
+                if joint.latent[name].dtype != self.requested_dtype:
+                    raise DeviceError(
+                        f"latent site '{name}' has dtype {joint.latent[name].dtype} but dtype="
+                        f"{self.requested_dtype} was requested. Build the model's parameters in "
+                        f"that dtype, or leave dtype=None."
+                    )
+        self.dtype = self.requested_dtype or joint.latent[self.latent_names[0]].dtype
+        self.sites: dict[str, SiteInfo] = {}
+        tr = self._last_joint_trace
+        for name in self.observed_names + self.latent_names:
+            site = tr.nodes[name]
+            value = site["value"]
+            local = value.shape[1:]
+            support = site["fn"].support
+            ushape = (
+                biject_to(support).inverse_shape(local) if name in self.latent_names else local
+            )
+            self.sites[name] = SiteInfo(name, local, site["fn"].event_dim, torch.Size(ushape), support)
+        offsets, start = {}, 0
+        for name in self.latent_names:
+            n = self.sites[name].unconstrained_numel
+            offsets[name] = (start, start + n)
+            start += n
+        self._offsets = offsets
+        self.latent_dim = start
+
+        # vectorisation: a batched evaluation must equal evaluating each sample on its own
+        perm = torch.tensor([1, 2, 0], device=joint.log_prior.device)
+        # particle 0 = each sample's own z*, particle 1 = another sample's z*
+        z_pair = {n: torch.stack([v, v[perm]]) for n, v in joint.latent.items()}
+        with pyro.validation_enabled(True):
+            self.log_density(z_pair, joint.observed)
+        pair_lp = dict(self._last_site_log_probs)
+        for p, i in ((0, 0), (0, 1), (1, 0)):
+            data = {n: v[p, i] for n, v in z_pair.items()}
+            data.update({n: v[i] for n, v in joint.observed.items()})
+            tr_i = self._call_traced(poutine.condition(self.model, data=data), "on a single sample")
+            tr_i.compute_log_prob()
+            for name in self.latent_names + self.observed_names:
+                lp_single = tr_i.nodes[name]["log_prob"].sum()
+                lp_batch = pair_lp[name][p, i]
+                if not torch.isclose(lp_single, lp_batch, rtol=1e-4, atol=1e-4):
+                    raise VectorizationError(
+                        f"site '{name}': the log density of a sample evaluated on its own is "
+                        f"{float(lp_single):.6g} but {float(lp_batch):.6g} inside pyromi's batch "
+                        "plates. The model mixes values across leading batch dimensions (e.g. "
+                        "z.sum(), z.mean(0), z.reshape(-1), z[0] on a sampled value); write it so "
+                        "that it broadcasts over leading dimensions (z[..., i], dim=-1)."
+                    )
+        # log p(z) must not depend on x: I(x; z) = E[log p(x|z) - log p(x)] needs log p(z) to be
+        # the sum of the latent sites' densities under the generative order.
+        z_own = {n: v[0:1] for n, v in z_pair.items()}
+        x_other = {n: v[perm] for n, v in joint.observed.items()}
+        with pyro.validation_enabled(True):
+            self.log_density(z_own, x_other)
+        for name in self.latent_names:
+            if not torch.allclose(
+                self._last_site_log_probs[name][0], pair_lp[name][0], rtol=1e-5, atol=1e-5
+            ):
+                raise SiteError(
+                    f"the density of latent site '{name}' depends on the observed sites "
+                    f"{self.observed_names}: pyromi needs a generative model in which every latent "
+                    "site is drawn from p(z) before, and independently of, the observations. "
+                    "Reorder the model or move that site to observed=."
+                )
+
+    # ------------------------------------------------------------------ plates
+    def _plates(self, num_particles: int | None, num_samples: int) -> ExitStack:
+        stack = ExitStack()
+        if num_particles is not None:
+            stack.enter_context(
+                pyro.plate(PARTICLE_PLATE, num_particles, dim=-2 - self.max_plate_nesting)
+            )
+        stack.enter_context(pyro.plate(SAMPLE_PLATE, num_samples, dim=-1 - self.max_plate_nesting))
+        return stack
+
+    def _split(
+        self, tr: poutine.Trace, lead_shape: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        names = set(self.latent_names) | set(self.observed_names)
+        tr.compute_log_prob(site_filter=lambda name, site: name in names)
+        lead = len(lead_shape)
+        site_lp = {}
+        for name in names:
+            lp = tr.nodes[name]["log_prob"]
+            site_lp[name] = _sum_trailing(lp, lead).expand(lead_shape)
+        self._last_site_log_probs = site_lp
+        log_prior = sum(site_lp[n] for n in self.latent_names)
+        log_lik = sum(site_lp[n] for n in self.observed_names)
+        return log_prior, log_lik
+
+    # ------------------------------------------------------------------ joint draws
+    def sample_joint(self, num_samples: int, *, _validate: bool = False) -> JointSamples:
+        """Draw ``(x_i, z_i*) ~ p(x, z)``, i = 1..N, in one vectorised pass (no Python loop).
+
+        Raises :class:`~pyromi.errors.DensityError` if a log density is NaN or infinite at a draw.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        with self._plates(None, num_samples):
+            tr = self._call_traced(poutine.uncondition(self.model), "under pyromi's sample plate")
+        self._last_joint_trace = tr
+        if _validate:
+            for name in self.observed_names + self.latent_names:
+                value = tr.nodes[name]["value"]
+                if value.dim() < 1 or value.shape[0] != num_samples:
+                    raise VectorizationError(
+                        f"site '{name}' returned a value of shape {tuple(value.shape)} under an "
+                        f"outer plate of size {num_samples}: it ignores leading batch dimensions. "
+                        "Make the model broadcast over leading dimensions."
+                    )
+        log_prior, log_lik = self._split(tr, (num_samples,))
+        bad = [
+            n
+            for n, lp in self._last_site_log_probs.items()
+            if not bool(torch.isfinite(lp).all())
+        ]
+        if bad:
+            name = bad[0]
+            lp = self._last_site_log_probs[name]
+            count = int((~torch.isfinite(lp)).sum())
+            raise DensityError(
+                f"log density of site '{name}' is NaN or infinite at {count} of {num_samples} joint "
+                "draws. Check its parameters (e.g. a scale that can reach 0, a support the "
+                "drawn values can leave, overflow in exp); pyromi never averages non-finite terms."
+            )
+        observed = {n: tr.nodes[n]["value"].detach() for n in self.observed_names}
+        latent = {n: tr.nodes[n]["value"].detach() for n in self.latent_names}
+        return JointSamples(observed, latent, log_prior.detach(), log_lik.detach())
+
+    # ------------------------------------------------------------------ evaluation
+    def log_density(
+        self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]
+    ) -> ModelEvaluation:
+        """``log p(z)`` and ``log p(x | z)`` per (particle, sample), each ``(C, N)``.
+
+        ``latent[name]``: ``(C, N) + local_shape``; ``observed[name]``: ``(N,) + local_shape``.
+        """
+        c, n = self._lead_shape(latent, observed)
+        data = {**observed, **latent}
+        with self._plates(c, n):
+            tr = poutine.trace(poutine.condition(self.model, data=data)).get_trace(
+                *self.model_args, **self.model_kwargs
+            )
+        log_prior, log_lik = self._split(tr, (c, n))
+        zeros = torch.zeros_like(log_prior)
+        return ModelEvaluation(latent, log_prior, log_lik, zeros)
+
+    def sample_prior(
+        self, num_particles: int, observed: dict[str, torch.Tensor]
+    ) -> ModelEvaluation:
+        """Draw C latent particles from p(z) for each of N samples and score them, in one pass.
+
+        Latents are sampled by the model itself with the observed sites conditioned on ``observed``
+        (valid because latent sites do not depend on observed ones; the adapter checks this).
+        """
+        n = next(iter(observed.values())).shape[0]
+        with self._plates(num_particles, n):
+            tr = poutine.trace(poutine.condition(self.model, data=observed)).get_trace(
+                *self.model_args, **self.model_kwargs
+            )
+        log_prior, log_lik = self._split(tr, (num_particles, n))
+        latent = {
+            name: tr.nodes[name]["value"].expand((num_particles, n) + self.sites[name].local_shape)
+            for name in self.latent_names
+        }
+        return ModelEvaluation(latent, log_prior, log_lik, torch.zeros_like(log_prior))
+
+    def log_density_unconstrained(
+        self, u: torch.Tensor, observed: dict[str, torch.Tensor]
+    ) -> ModelEvaluation:
+        """Evaluate at packed unconstrained points ``u`` of shape ``(C, N, D)``.
+
+        Returns ``log p(z)``, ``log p(x|z)`` and ``log|dT/du|`` at ``z = T(u)``; the density of ``u``
+        under the prior is ``log_prior + log_abs_det_jacobian``.
+        """
+        c, n = u.shape[0], u.shape[1]
+        handler = _UnconstrainedValues(self.unpack(u))
+        with self._plates(c, n):
+            tr = poutine.trace(handler(poutine.condition(self.model, data=observed))).get_trace(
+                *self.model_args, **self.model_kwargs
+            )
+        log_prior, log_lik = self._split(tr, (c, n))
+        latent = {name: tr.nodes[name]["value"] for name in self.latent_names}
+        ladj = torch.as_tensor(handler.log_abs_det_jacobian).expand(c, n)
+        return ModelEvaluation(latent, log_prior, log_lik, ladj)
+
+    def unconstrain(
+        self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, ModelEvaluation]:
+        """Map constrained latents ``(C, N) + local_shape`` to packed ``u`` of shape ``(C, N, D)``.
+
+        Runs the model once (supports may depend on other latents) and also returns the evaluation
+        at that point, including ``log|dT/du|``.
+        """
+        c, n = self._lead_shape(latent, observed)
+        recorder = _RecordUnconstrained(self.latent_names)
+        with self._plates(c, n):
+            tr = poutine.trace(
+                recorder(poutine.condition(self.model, data={**observed, **latent}))
+            ).get_trace(*self.model_args, **self.model_kwargs)
+        log_prior, log_lik = self._split(tr, (c, n))
+        u = self.pack(recorder.unconstrained)
+        ladj = torch.as_tensor(recorder.log_abs_det_jacobian).expand(c, n)
+        return u, ModelEvaluation(latent, log_prior, log_lik, ladj)
+
+    def _lead_shape(
+        self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]
+    ) -> tuple[int, int]:
+        missing = [n for n in self.latent_names if n not in latent]
+        if missing:
+            raise SiteError(f"values for latent site(s) {missing} are missing")
+        missing = [n for n in self.observed_names if n not in observed]
+        if missing:
+            raise SiteError(f"values for observed site(s) {missing} are missing")
+        name = self.latent_names[0]
+        v = latent[name]
+        local = self.sites[name].local_shape
+        if v.dim() != 2 + len(local):
+            raise ValueError(
+                f"latent site '{name}': expected shape (C, N) + {tuple(local)}, got {tuple(v.shape)}"
+            )
+        return v.shape[0], v.shape[1]
+
+    # ------------------------------------------------------------------ packing
+    def pack(self, unconstrained: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate per-site unconstrained values ``(C, N) + shape`` into ``(C, N, D)``."""
+        parts = []
+        for name in self.latent_names:
+            v = unconstrained[name]
+            ushape = self.sites[name].unconstrained_shape
+            lead = v.shape[: v.dim() - len(ushape)]
+            parts.append(v.expand(lead + ushape).reshape(lead + (-1,)))
+        return torch.cat(parts, dim=-1)
+
+    def unpack(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a packed ``(..., D)`` tensor into per-site unconstrained values ``(...) + shape``."""
+        if u.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"packed latent vector has length {u.shape[-1]}, expected {self.latent_dim} "
+                f"(sites {self.latent_names})"
+            )
+        out = {}
+        for name in self.latent_names:
+            a, b = self._offsets[name]
+            out[name] = u[..., a:b].reshape(u.shape[:-1] + self.sites[name].unconstrained_shape)
+        return out
+
+    def constrain(self, u: torch.Tensor, observed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Constrained latent values ``z = T(u)`` for packed ``u`` of shape ``(C, N, D)``."""
+        return self.log_density_unconstrained(u, observed).latent
+
+    def conditioned_model(self, joint: JointSamples) -> Callable:
+        """The model under pyromi's sample plate, conditioned on the N observations of ``joint``.
+
+        Build site-wise guides on it (``AutoNormal(adapter.conditioned_model(joint))``): each
+        observation then gets its own local variational parameters.
+        """
+        n = joint.num_samples
+        observed = dict(joint.observed)
+
+        def conditioned(*args, **kwargs):
+            with pyro.plate(SAMPLE_PLATE, n, dim=-1 - self.max_plate_nesting):
+                return poutine.condition(self.model, data=observed)(*args, **kwargs)
+
+        return conditioned
+
+    # ------------------------------------------------------------------ misc
+    def __repr__(self) -> str:
+        return (
+            f"ModelAdapter(observed={self.observed_names}, latent={self.latent_names}, "
+            f"latent_dim={self.latent_dim}, max_plate_nesting={self.max_plate_nesting}, "
+            f"device={self.device}, dtype={self.dtype})"
+        )
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type == "cuda":
+        ia = a.index if a.index is not None else torch.cuda.current_device()
+        ib = b.index if b.index is not None else torch.cuda.current_device()
+        return ia == ib
+    return True

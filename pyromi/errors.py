@@ -1,0 +1,25 @@
+"""Exceptions raised by pyromi. Each message names the site or argument at fault and how to fix it."""
+
+
+class PyromiError(ValueError):
+    """Base class: the model or the arguments cannot give a valid MI bound as they stand."""
+
+
+class SiteError(PyromiError):
+    """A site name is unknown, missing, ambiguous, or of a kind the requested bound cannot use."""
+
+
+class VectorizationError(PyromiError):
+    """The model cannot be evaluated under pyromi's outer batch plates without changing its meaning."""
+
+
+class DensityError(PyromiError):
+    """A log density is NaN or infinite where the bound needs a finite value."""
+
+
+class DeviceError(PyromiError):
+    """Tensors of the model, guide or data live on another device (or dtype) than the one requested."""
+
+
+class GuideError(PyromiError):
+    """The guide/proposal cannot give per-sample log q(z|x) for the latent sites."""

@@ -1,0 +1,5 @@
+"""Built-in models with closed-form mutual information, for demos, tests and benchmarks."""
+
+from .linear_gaussian import LinearGaussian
+
+__all__ = ["LinearGaussian"]

@@ -1,0 +1,236 @@
+"""AmortizedNormal: a diagonal Gaussian q(u | x) on the packed unconstrained latents, from an MLP.
+
+``u ~ N(mu(x), diag(s(x)^2))``, ``z = T(u)`` with the adapter's bijection, so
+``log q(z | x) = log N(u; mu(x), s(x)) - log |dT/du|``. It works for any set of continuous latent
+sites (several sites, plates, constrained supports) and is trained by :class:`ProposalTrainer`,
+which maximises ``E_{p(x, z)} log q(z | x)`` on freshly simulated pairs — the forward-KL fit
+``KL(p(z|x) || q(z|x))`` that makes q cover the posterior, which is what importance sampling needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import pyro
+import torch
+from torch import nn
+
+from .._rng import seeded
+from ..adapter import ModelAdapter
+from ..errors import GuideError
+from .base import Proposal, ProposalDraw
+
+__all__ = ["AmortizedNormal", "ProposalTrainer", "fit_proposal"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class AmortizedNormal(Proposal, nn.Module):
+    """Amortised diagonal-Gaussian proposal in the unconstrained latent space.
+
+    Args:
+        model: the Pyro model (or a :class:`ModelAdapter` for it).
+        observed: observed site name(s); ``latent``, ``model_args``, ``model_kwargs`` as for
+            :class:`ModelAdapter`.
+        hidden: widths of the MLP's hidden layers.
+        num_init_samples: joint draws used to standardise inputs and outputs at construction.
+        seed: seed for the initialisation draws and weights.
+    """
+
+    name = "AmortizedNormal"
+
+    def __init__(
+        self,
+        model: Callable | ModelAdapter,
+        observed: str | Sequence[str] | None = None,
+        latent: str | Sequence[str] | None = None,
+        *,
+        hidden: Sequence[int] = (128, 128),
+        model_args: tuple = (),
+        model_kwargs: dict | None = None,
+        num_init_samples: int = 1024,
+        seed: int | None = 0,
+    ) -> None:
+        nn.Module.__init__(self)
+        if isinstance(model, ModelAdapter):
+            adapter = model
+        else:
+            if observed is None:
+                raise GuideError("AmortizedNormal needs observed= (the observed site names)")
+            adapter = ModelAdapter(
+                model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, seed=seed
+            )
+        self.adapter = adapter
+        self.observed_names = list(adapter.observed_names)
+        self.latent_names = list(adapter.latent_names)
+        self.latent_dim = adapter.latent_dim
+        self.input_dim = sum(math.prod(adapter.sites[n].local_shape) for n in self.observed_names)
+        dtype, device = adapter.dtype, adapter.device
+        with seeded(seed, device):
+            joint = adapter.sample_joint(num_init_samples)
+            x = self._flatten(joint.observed).to(dtype)
+            u, _ = adapter.unconstrain({k: v.unsqueeze(0) for k, v in joint.latent.items()}, joint.observed)
+            u = u[0]
+            layers: list[nn.Module] = []
+            width = self.input_dim
+            for h in hidden:
+                layers += [nn.Linear(width, h), nn.ELU()]
+                width = h
+            layers.append(nn.Linear(width, 2 * self.latent_dim))
+            self.net = nn.Sequential(*layers).to(device=device, dtype=dtype)
+            with torch.no_grad():  # start at the prior's spread: loc = mean(u), scale = std(u)
+                self.net[-1].weight.mul_(0.01)
+                self.net[-1].bias.zero_()
+        self.register_buffer("x_mean", x.mean(0))
+        self.register_buffer("x_std", x.std(0).clamp_min(1e-6))
+        self.register_buffer("u_mean", u.mean(0).to(dtype))
+        self.register_buffer("u_std", u.std(0).clamp_min(1e-6).to(dtype))
+
+    # ------------------------------------------------------------------ the network
+    def _flatten(self, observed: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = observed[self.observed_names[0]].shape[0]
+        return torch.cat([observed[k].reshape(n, -1) for k in self.observed_names], dim=-1)
+
+    def forward(self, observed: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Location and scale of q(u | x), each ``(N, D)``."""
+        x = (self._flatten(observed).to(self.x_mean.dtype) - self.x_mean) / self.x_std
+        out = self.net(x)
+        loc_raw, scale_raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
+        loc = self.u_mean + self.u_std * loc_raw
+        scale = self.u_std * nn.functional.softplus(scale_raw + math.log(math.e - 1)) + 1e-6
+        return loc, scale
+
+    @staticmethod
+    def _log_normal(u: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``log N(u; loc, diag(scale^2))`` summed over the last dimension."""
+        zs = (u - loc) / scale
+        return (-0.5 * zs**2 - scale.log() - 0.5 * _LOG_2PI).sum(-1)
+
+    # ------------------------------------------------------------------ Proposal interface
+    def bind(self, adapter: ModelAdapter) -> "AmortizedNormal":
+        if adapter.latent_names != self.latent_names or adapter.latent_dim != self.latent_dim:
+            raise GuideError(
+                f"this AmortizedNormal was built for latent sites {self.latent_names} "
+                f"(dimension {self.latent_dim}) but the estimate uses {adapter.latent_names} "
+                f"(dimension {adapter.latent_dim}). Build it with the same observed=/latent=."
+            )
+        if adapter.observed_names != self.observed_names:
+            raise GuideError(
+                f"this AmortizedNormal reads observed sites {self.observed_names} but the estimate "
+                f"uses {adapter.observed_names}."
+            )
+        if self.x_mean.device != adapter.device:
+            raise GuideError(
+                f"AmortizedNormal is on {self.x_mean.device} but the model on {adapter.device}; "
+                f"call proposal.to('{adapter.device}')."
+            )
+        return self
+
+    def sample(self, adapter, observed, num_particles):
+        loc, scale = self(observed)
+        eps = torch.randn((num_particles,) + loc.shape, dtype=loc.dtype, device=loc.device)
+        u = loc + scale * eps
+        ev = adapter.log_density_unconstrained(u, observed)
+        log_q = self._log_normal(u, loc, scale).double() - ev.log_abs_det_jacobian.double()
+        return ProposalDraw(log_q, ev)
+
+    def log_prob(self, adapter, latent, observed, evaluation=None):
+        u, ev = adapter.unconstrain(latent, observed)
+        loc, scale = self(observed)
+        return self._log_normal(u, loc, scale).double() - ev.log_abs_det_jacobian.double()
+
+    def __repr__(self) -> str:
+        return (
+            f"AmortizedNormal(latent={self.latent_names}, latent_dim={self.latent_dim}, "
+            f"input_dim={self.input_dim})"
+        )
+
+
+class ProposalTrainer:
+    """Fit an :class:`AmortizedNormal` by maximising ``E_{p(x,z)} log q(z | x)``, Pyro-SVI style.
+
+    Each :meth:`step` draws a fresh batch of joint pairs ``(x, z*)`` from the model, takes one
+    optimiser step on ``-mean log q(z* | x)`` and returns that loss (nats). Fresh pairs every step
+    mean there is no over-fitting to an evaluation batch, and q never sees the pairs the bounds are
+    evaluated on.
+
+    Args:
+        proposal: the AmortizedNormal to train (updated in place).
+        optim: a Pyro optimiser (``pyro.optim.Adam({"lr": 1e-3})`` by default).
+        batch_size: joint pairs per step.
+    """
+
+    def __init__(
+        self,
+        proposal: AmortizedNormal,
+        optim: pyro.optim.PyroOptim | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        if not isinstance(proposal, AmortizedNormal):
+            raise TypeError("ProposalTrainer trains an AmortizedNormal proposal")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.proposal = proposal
+        self.optim = optim if optim is not None else pyro.optim.Adam({"lr": 1e-3})
+        self.batch_size = batch_size
+        self.history: list[float] = []
+
+    def loss(self, observed, latent) -> torch.Tensor:
+        """``-mean_i log q(z_i* | x_i)`` in nats."""
+        adapter = self.proposal.adapter
+        u, ev = adapter.unconstrain({k: v.unsqueeze(0) for k, v in latent.items()}, observed)
+        loc, scale = self.proposal(observed)
+        log_q = self.proposal._log_normal(u[0].detach(), loc, scale) - ev.log_abs_det_jacobian[0]
+        return -log_q.mean()
+
+    def step(self) -> float:
+        """One optimiser step on a fresh batch; returns the loss ``-mean log q(z*|x)`` (nats)."""
+        adapter = self.proposal.adapter
+        with torch.no_grad(), pyro.validation_enabled(False):
+            joint = adapter.sample_joint(self.batch_size)
+        with pyro.validation_enabled(False):
+            loss = self.loss(joint.observed, joint.latent)
+        if not bool(torch.isfinite(loss)):
+            raise FloatingPointError(
+                "AmortizedNormal training diverged (loss is NaN/inf); lower the learning rate"
+            )
+        params = [p for p in self.proposal.parameters() if p.requires_grad]
+        for p in params:
+            p.grad = None
+        loss.backward()
+        self.optim(params)
+        value = float(loss.detach())
+        self.history.append(value)
+        return value
+
+    def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
+        """Take ``num_steps`` steps; returns the loss history of this run."""
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        start = len(self.history)
+        with seeded(seed, self.proposal.adapter.device):
+            steps = range(num_steps)
+            if progress:
+                from tqdm.auto import tqdm
+
+                steps = tqdm(steps, desc="fit q(z|x)")
+            for _ in steps:
+                self.step()
+        return self.history[start:]
+
+
+def fit_proposal(
+    proposal: AmortizedNormal,
+    num_steps: int = 2000,
+    *,
+    optim: pyro.optim.PyroOptim | None = None,
+    batch_size: int = 256,
+    seed: int | None = None,
+    progress: bool = False,
+) -> AmortizedNormal:
+    """Train ``proposal`` for ``num_steps`` steps of :class:`ProposalTrainer`; returns it."""
+    ProposalTrainer(proposal, optim=optim, batch_size=batch_size).run(
+        num_steps, seed=seed, progress=progress
+    )
+    return proposal

@@ -1,0 +1,124 @@
+"""MIEstimate: the result type of every estimator (values in nats unless converted)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+__all__ = ["MIEstimate"]
+
+_UNIT_SCALE = {"nats": 1.0, "bits": 1.0 / math.log(2.0)}
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}" if abs(v) >= 1e4 else f"{v:.3f}"
+
+
+@dataclass(frozen=True)
+class MIEstimate:
+    """Bounds on (or an estimate of) I(x; z).
+
+    Attributes:
+        lower, upper: the bounds as floats; a one-sided bound leaves the other side ``None``.
+            Each is the mean of the per-sample terms over the N joint draws.
+        lower_se, upper_se: Monte Carlo standard errors of those means over the N joint draws.
+        bound: the method (``"iwae"``, ``"ba"``, ...).
+        num_samples: N, the number of joint draws (x_i, z_i*).
+        num_particles: K, proposal draws per sample (None where it does not apply).
+        units: ``"nats"`` (default) or ``"bits"`` after :meth:`to_bits`.
+        terms: per-sample terms, e.g. ``terms["lower"]`` of shape ``(N,)`` (float64, in ``units``).
+        settings: everything else that determines the estimate (proposal, seed, device, ...).
+        diagnostics: health figures (effective sample sizes, weights of z*, timings, ...).
+        observed, latent: site names, for display.
+    """
+
+    lower: float | None
+    upper: float | None
+    lower_se: float | None
+    upper_se: float | None
+    bound: str
+    num_samples: int
+    num_particles: int | None = None
+    units: str = "nats"
+    terms: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    diagnostics: dict[str, Any] = field(default_factory=dict, repr=False)
+    observed: tuple[str, ...] = ("x",)
+    latent: tuple[str, ...] = ("z",)
+
+    @property
+    def value(self) -> float:
+        """The single bound when one-sided; the midpoint of the sandwich when two-sided."""
+        if self.lower is not None and self.upper is not None:
+            return 0.5 * (self.lower + self.upper)
+        v = self.lower if self.lower is not None else self.upper
+        if v is None:
+            raise ValueError("this estimate has neither a lower nor an upper bound")
+        return v
+
+    @property
+    def width(self) -> float | None:
+        """``upper - lower`` for a sandwich, else None."""
+        if self.lower is None or self.upper is None:
+            return None
+        return self.upper - self.lower
+
+    def interval(self, level: float = 0.95) -> tuple[float | None, float | None]:
+        """The sandwich widened by normal Monte Carlo error: ``(lower - z se, upper + z se)``.
+
+        Each side is a one-sided bound whose estimator has standard error ``*_se``; ``level`` is the
+        confidence of each side separately.
+        """
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        z = math.sqrt(2.0) * torch.erfinv(torch.tensor(2 * level - 1.0, dtype=torch.float64)).item()
+        lo = None if self.lower is None else self.lower - z * (self.lower_se or 0.0)
+        hi = None if self.upper is None else self.upper + z * (self.upper_se or 0.0)
+        return lo, hi
+
+    def to_units(self, units: str) -> "MIEstimate":
+        """The same estimate in ``"nats"`` or ``"bits"``."""
+        if units not in _UNIT_SCALE:
+            raise ValueError(f"units must be 'nats' or 'bits', got {units!r}")
+        s = _UNIT_SCALE[units] / _UNIT_SCALE[self.units]
+
+        def sc(v):
+            return None if v is None else v * s
+
+        return replace(
+            self,
+            lower=sc(self.lower),
+            upper=sc(self.upper),
+            lower_se=sc(self.lower_se),
+            upper_se=sc(self.upper_se),
+            units=units,
+            terms={k: v * s for k, v in self.terms.items()},
+        )
+
+    def to_bits(self) -> "MIEstimate":
+        """The same estimate in bits (1 nat = 1/ln 2 bits)."""
+        return self.to_units("bits")
+
+    def to_nats(self) -> "MIEstimate":
+        """The same estimate in nats."""
+        return self.to_units("nats")
+
+    def __repr__(self) -> str:
+        what = f"I({', '.join(self.observed)}; {', '.join(self.latent)})"
+        k = "" if self.num_particles is None else f", K={self.num_particles}"
+        cfg = f"({self.bound}, N={self.num_samples}{k})"
+        if self.lower is not None and self.upper is not None:
+            body = f"in [{_fmt(self.lower)}, {_fmt(self.upper)}] {self.units}"
+            se = f"; s.e. {_fmt(self.lower_se)} / {_fmt(self.upper_se)}"
+        elif self.lower is not None:
+            body = f">= {_fmt(self.lower)} {self.units}"
+            se = f"; s.e. {_fmt(self.lower_se)}"
+        else:
+            body = f"<= {_fmt(self.upper)} {self.units}"
+            se = f"; s.e. {_fmt(self.upper_se)}"
+        return f"{what} {body} {cfg[:-1]}{se})"
+
+    __str__ = __repr__
