@@ -21,6 +21,7 @@ densities have shape ``(C, N)``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -219,29 +220,39 @@ class ModelAdapter:
     # ------------------------------------------------------------------ inspection and validation
     def _call_traced(self, fn: Callable, stage: str) -> poutine.Trace:
         last = _LastSite()
+        with self._translate_errors(stage, last), pyro.validation_enabled(True):
+            return poutine.trace(last(fn)).get_trace(*self.model_args, **self.model_kwargs)
+
+    @contextlib.contextmanager
+    def _translate_errors(self, stage: str, last: "_LastSite | None" = None):
+        """Turn exceptions raised by the model into errors that say what to change."""
         try:
-            with pyro.validation_enabled(True):
-                return poutine.trace(last(fn)).get_trace(*self.model_args, **self.model_kwargs)
+            yield
         except (SiteError, DeviceError, VectorizationError, DensityError):
             raise
         except Exception as e:
-            where = f"after site '{last.last}'" if last.last else "before its first sample site"
+            if last is None or last.last is None:
+                where = "" if last is None else " before its first sample site"
+            else:
+                where = f" after site '{last.last}'"
             msg = str(e)
             if "device" in msg.lower():
                 raise DeviceError(
-                    f"the model failed {stage} {where} with a device mismatch: {msg}. Create the "
+                    f"the model failed {stage}{where} with a device mismatch: {msg}. Create the "
                     "model's tensors (constants, nn.Module weights, model_args) on one device, the "
                     "one passed as device=, e.g. W = W.to(device)."
                 ) from e
             if "Shape mismatch inside plate('_pm_" in msg:
                 raise VectorizationError(
-                    f"the model is not vectorisable {where}: {msg}. pyromi evaluates many samples at "
-                    "once under outer plates; every site must declare its event dimensions, e.g. "
+                    f"the model is not vectorisable{where} ({stage}): {msg.splitlines()[0]}. pyromi "
+                    "evaluates many samples at once under outer plates left of the model's own "
+                    "plates; every site must declare its event dimensions, e.g. "
                     "dist.Normal(loc, scale).to_event(1), or put batch dimensions inside a "
-                    "pyro.plate."
+                    "pyro.plate, and the model must not add dimensions to sampled values by hand "
+                    "(z.unsqueeze(-1) on a site outside a plate: let the plate broadcast instead)."
                 ) from e
             raise VectorizationError(
-                f"the model raised {type(e).__name__} {stage} {where}: {msg}. If the model runs on "
+                f"the model raised {type(e).__name__} {stage}{where}: {msg}. If the model runs on "
                 "its own, it probably is not vectorisable: pyromi adds outer batch dimensions (left "
                 "of the model's plates) to every sampled value, so the model must broadcast over "
                 "leading dimensions (use `...` indexing, `.to_event`, no reshape(-1)/flatten/sum "
@@ -425,8 +436,11 @@ class ModelAdapter:
             value = site["value"]
             local = value.shape[1:]
             support = site["fn"].support
+            # with the sample dimension, so that parameters of latent-dependent supports broadcast
             ushape = (
-                biject_to(support).inverse_shape(local) if name in self.latent_names else local
+                biject_to(support).inverse_shape(value.shape)[1:]
+                if name in self.latent_names
+                else local
             )
             self.sites[name] = SiteInfo(name, local, site["fn"].event_dim, torch.Size(ushape), support)
         offsets, start = {}, 0
@@ -441,8 +455,9 @@ class ModelAdapter:
         perm = torch.tensor([1, 2, 0], device=joint.log_prior.device)
         # particle 0 = each sample's own z*, particle 1 = another sample's z*
         z_pair = {n: torch.stack([v, v[perm]]) for n, v in joint.latent.items()}
-        with pyro.validation_enabled(True):
-            self.log_density(z_pair, joint.observed)
+        with self._translate_errors("under pyromi's particle and sample plates"):
+            with pyro.validation_enabled(True):
+                self.log_density(z_pair, joint.observed)
         pair_lp = dict(self._last_site_log_probs)
         for p, i in ((0, 0), (0, 1), (1, 0)):
             data = {n: v[p, i] for n, v in z_pair.items()}
@@ -464,8 +479,9 @@ class ModelAdapter:
         # the sum of the latent sites' densities under the generative order.
         z_own = {n: v[0:1] for n, v in z_pair.items()}
         x_other = {n: v[perm] for n, v in joint.observed.items()}
-        with pyro.validation_enabled(True):
-            self.log_density(z_own, x_other)
+        with self._translate_errors("under pyromi's particle and sample plates"):
+            with pyro.validation_enabled(True):
+                self.log_density(z_own, x_other)
         for name in self.latent_names:
             if not torch.allclose(
                 self._last_site_log_probs[name][0], pair_lp[name][0], rtol=1e-5, atol=1e-5
