@@ -211,6 +211,12 @@ class ModelAdapter:
             raise SiteError("observed= must name at least one observed sample site, e.g. observed='x'")
         latent_names = _as_names(latent, "latent")
         self.requested_device = None if device is None else torch.device(device)
+        if self.requested_device is not None and self.requested_device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise DeviceError(
+                    f"device={self.requested_device} was requested but CUDA is not available on "
+                    "this machine; pass device='cpu' (or leave device=None)."
+                )
         self.requested_dtype = dtype
         with seeded(seed, self.requested_device):
             prototype = self._prototype_trace()
@@ -235,7 +241,7 @@ class ModelAdapter:
                 where = "" if last is None else " before its first sample site"
             else:
                 where = f" after site '{last.last}'"
-            msg = str(e)
+            msg = str(e).split("\nTrace Shapes:")[0]  # drop Pyro's shape dump
             if "device" in msg.lower():
                 raise DeviceError(
                     f"the model failed {stage}{where} with a device mismatch: {msg}. Create the "
@@ -244,7 +250,7 @@ class ModelAdapter:
                 ) from e
             if "Shape mismatch inside plate('_pm_" in msg:
                 raise VectorizationError(
-                    f"the model is not vectorisable{where} ({stage}): {msg.splitlines()[0]}. pyromi "
+                    f"the model is not vectorisable{where} ({stage}): {msg}. pyromi "
                     "evaluates many samples at once under outer plates left of the model's own "
                     "plates; every site must declare its event dimensions, e.g. "
                     "dist.Normal(loc, scale).to_event(1), or put batch dimensions inside a "

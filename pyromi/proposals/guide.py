@@ -17,6 +17,7 @@ and are rejected.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pyro
@@ -31,6 +32,24 @@ from ..errors import GuideError
 from .base import Proposal, ProposalDraw
 
 __all__ = ["GuideProposal", "fit_autoguide"]
+
+
+@contextlib.contextmanager
+def _translate_guide_errors(stage: str, adapter: ModelAdapter):
+    try:
+        yield
+    except GuideError:
+        raise
+    except Exception as e:
+        msg = str(e).split("\nTrace Shapes:")[0].replace("\n", " ").rstrip(".")
+        shapes = ", ".join(
+            f"'{n}': (C, N) + {tuple(adapter.sites[n].local_shape)}" for n in adapter.latent_names
+        )
+        raise GuideError(
+            f"the guide failed when {stage}: {type(e).__name__}: {msg}. A proposal guide is called "
+            "under pyromi's (particle, sample) plates and must sample every latent site with the "
+            f"model's shapes ({shapes}), broadcasting over leading dimensions."
+        ) from e
 
 
 def _guide_x(adapter: ModelAdapter, observed: dict[str, torch.Tensor]):
@@ -100,18 +119,21 @@ class GuideProposal(Proposal):
         data: dict[str, torch.Tensor] | None = None,
     ) -> poutine.Trace:
         guide = self.guide if data is None else poutine.condition(self.guide, data=data)
-        with poutine.block():
+        stage = "drawing proposals" if data is None else "scoring the true latents z*"
+        with poutine.block(), _translate_guide_errors(stage, adapter):
             if self.sitewise:
                 self._check_sitewise(adapter, num_samples)
                 with pyro.plate(PARTICLE_PLATE, num_particles, dim=-2 - adapter.max_plate_nesting):
-                    return poutine.trace(guide).get_trace(*adapter.model_args, **adapter.model_kwargs)
-            with adapter._plates(num_particles, num_samples):
-                return poutine.trace(guide).get_trace(
-                    _guide_x(adapter, observed), *adapter.model_args, **adapter.model_kwargs
-                )
+                    tr = poutine.trace(guide).get_trace(*adapter.model_args, **adapter.model_kwargs)
+            else:
+                with adapter._plates(num_particles, num_samples):
+                    tr = poutine.trace(guide).get_trace(
+                        _guide_x(adapter, observed), *adapter.model_args, **adapter.model_kwargs
+                    )
+            tr.compute_log_prob()
+        return tr
 
     def _log_q(self, tr: poutine.Trace, adapter: ModelAdapter, k: int, n: int) -> torch.Tensor:
-        tr.compute_log_prob()
         log_q = torch.zeros((k, n), dtype=torch.float64, device=adapter.device)
         for name, site in tr.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
@@ -153,6 +175,7 @@ class GuideProposal(Proposal):
     def log_prob(self, adapter, latent, observed, evaluation=None):
         k, n = next(iter(latent.values())).shape[:2]
         if self.sitewise:
+            self._check_sitewise(adapter, n)
             proto = self.guide.prototype_trace
             data = {
                 f"{name}_unconstrained": biject_to(proto.nodes[name]["fn"].support).inv(v)

@@ -1,0 +1,215 @@
+"""Every bad input raises an error that names the site or argument and says what to do."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+
+from pyromi import (
+    DensityError,
+    DeviceError,
+    ModelAdapter,
+    SiteError,
+    VectorizationError,
+    mutual_information,
+)
+
+
+def gauss():
+    z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    pyro.sample("x", dist.Normal(z, 1.0).to_event(1))
+
+
+def test_unknown_observed_site_lists_the_sites():
+    with pytest.raises(SiteError, match=r"observed site 'y' is not a sample site.*'z', 'x'"):
+        ModelAdapter(gauss, "y")
+
+
+def test_unknown_latent_site():
+    with pytest.raises(SiteError, match="latent site 'w' is not a sample site"):
+        ModelAdapter(gauss, "x", latent="w")
+
+
+def test_empty_observed():
+    with pytest.raises(SiteError, match="observed= must name"):
+        ModelAdapter(gauss, [])
+
+
+def test_site_in_both_lists():
+    with pytest.raises(SiteError, match="'x' is listed in both"):
+        ModelAdapter(gauss, "x", latent=["z", "x"])
+
+
+def test_nuisance_site_must_be_named():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        u = pyro.sample("u", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z + u, 1.0))
+
+    with pytest.raises(SiteError, match=r"\['u'\] are neither observed nor latent"):
+        ModelAdapter(model, "x", latent="z")
+
+
+def test_no_latent_sites():
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(SiteError, match="no latent sites"):
+        ModelAdapter(model, "x")
+
+
+def test_discrete_latent_suggests_marginalising():
+    def model():
+        c = pyro.sample("c", dist.Bernoulli(0.5))
+        pyro.sample("x", dist.Normal(3.0 * c, 1.0))
+
+    with pytest.raises(SiteError, match=r"latent site 'c' is discrete.*MixtureSameFamily"):
+        ModelAdapter(model, "x")
+
+
+def test_obs_mask_is_rejected():
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=torch.zeros(3),
+                    obs_mask=torch.tensor(True))
+
+    with pytest.raises(SiteError, match="site 'x' uses obs_mask="):
+        ModelAdapter(model, "x")
+
+
+def test_subsampled_plate_is_rejected():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", 100, subsample_size=10):
+            pyro.sample("x", dist.Normal(z, 1.0))
+
+    with pytest.raises(SiteError, match="site 'x' is inside the subsampled plate 'data'"):
+        ModelAdapter(model, "x")
+
+
+def test_scaled_site_is_rejected():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        with poutine.scale(scale=2.0):
+            pyro.sample("x", dist.Normal(z, 1.0))
+
+    with pytest.raises(SiteError, match="site 'x' has its log density scaled"):
+        ModelAdapter(model, "x")
+
+
+def test_factor_is_rejected():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.factor("penalty", -z**2)
+        pyro.sample("x", dist.Normal(z, 1.0))
+
+    with pytest.raises(SiteError, match="site 'penalty' is a pyro.factor"):
+        ModelAdapter(model, "x")
+
+
+def test_missing_to_event_names_the_site():
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(5), 1.0))  # no .to_event(1)
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1))
+
+    with pytest.raises(VectorizationError, match=r"site 'z'.*to_event"):
+        ModelAdapter(model, "x")
+
+
+def test_model_mixing_samples_is_not_vectorisable():
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(4), 1.0).to_event(1))
+        # flip(0) reverses z's 4 entries on one sample, but the *samples* inside pyromi's batch
+        pyro.sample("x", dist.Normal(z.flip(0), 0.1).to_event(1))
+
+    with pytest.raises(VectorizationError, match=r"site 'x'.*mixes values across leading"):
+        ModelAdapter(model, "x")
+
+
+def test_model_that_reshapes_is_not_vectorisable():
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(2, 2), 1.0).to_event(2))
+        pyro.sample("x", dist.Normal(z.reshape(-1), 1.0).to_event(1))
+
+    with pytest.raises(VectorizationError, match="not vectorisable|broadcast over leading"):
+        ModelAdapter(model, "x")
+
+
+def test_latent_that_depends_on_x_is_rejected():
+    def model():
+        x = pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("z", dist.Normal(x, 1.0).to_event(1))
+
+    with pytest.raises(SiteError, match="latent site 'z' depends on the observed"):
+        ModelAdapter(model, "x")
+
+
+def test_nonfinite_log_density_names_the_site():
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z * float("inf"), 1.0).to_event(1))
+
+    with pytest.raises(DensityError, match="site 'x' is NaN or infinite"):
+        ModelAdapter(model, "x")
+
+
+def test_device_mismatch_inside_the_model_names_the_site():
+    """torch's own cross-device error, raised where a CPU constant meets CUDA latents, is turned
+    into a DeviceError naming the last site reached (the real CUDA case is in test_cuda.py)."""
+
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        raise RuntimeError(
+            "Expected all tensors to be on the same device, but found at least two devices, "
+            "cuda:0 and cpu!"
+        )
+
+    with pytest.raises(DeviceError, match=r"after site 'z' with a device mismatch.*W = W.to\(device\)"):
+        ModelAdapter(model, "x")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(DeviceError, match="device=cuda was requested but CUDA is not available"):
+        ModelAdapter(gauss, "x", device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_requested_device_differs_from_model():
+    with pytest.raises(DeviceError, match=r"site 'z' produced a tensor on cpu but device=cuda"):
+        ModelAdapter(gauss, "x", device="cuda")
+
+
+def test_requested_dtype_differs_from_model():
+    with pytest.raises(DeviceError, match=r"latent site 'z' has dtype torch.float32"):
+        ModelAdapter(gauss, "x", dtype=torch.float64)
+
+
+@pytest.mark.parametrize("bound", ["giwae", "infonce", "mine_dv", "mine_f", "mine_ais", "mist", "ais"])
+def test_planned_bounds_raise_not_implemented(bound):
+    with pytest.raises(NotImplementedError, match=f"bound='{bound}'.*not implemented yet"):
+        mutual_information(gauss, "x", bound=bound)
+
+
+def test_unknown_bound_lists_choices():
+    with pytest.raises(ValueError, match=r"unknown bound='iwea'.*'iwae'"):
+        mutual_information(gauss, "x", bound="iwea")
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"num_particles": 0}, "num_particles"),
+    ({"num_samples": 0}, "num_samples"),
+    ({"num_particles": 2.5}, "num_particles"),
+    ({"seed": "a"}, "seed"),
+    ({"max_batch": 0}, "max_batch"),
+])
+def test_bad_arguments(kw, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        mutual_information(gauss, "x", **kw)
+
+
+def test_ba_with_prior_warns_and_is_zero():
+    with pytest.warns(UserWarning, match="identically 0"):
+        est = mutual_information(gauss, "x", bound="ba", num_samples=8, seed=0)
+    assert est.lower == 0.0
