@@ -79,13 +79,14 @@ class JointSamples(NamedTuple):
 class ModelEvaluation(NamedTuple):
     """Log densities of C particles for each of N samples, each of shape ``(C, N)`` (nats).
 
-    ``log_prior = log p(z)``, ``log_likelihood = log p(x | z)`` and, for evaluations in the
-    unconstrained space, ``log_abs_det_jacobian = log |dT(u)/du|`` (zeros otherwise).
+    ``log_prior = log p(z)`` (None where it was not needed), ``log_likelihood = log p(x | z)``
+    and, for evaluations in the unconstrained space, ``log_abs_det_jacobian = log |dT(u)/du|``
+    (zeros otherwise).
     ``latent`` holds the constrained latent values, ``(C, N) + local_shape``.
     """
 
     latent: dict[str, torch.Tensor]
-    log_prior: torch.Tensor
+    log_prior: torch.Tensor | None
     log_likelihood: torch.Tensor
     log_abs_det_jacobian: torch.Tensor
 
@@ -510,9 +511,15 @@ class ModelAdapter:
         return stack
 
     def _split(
-        self, tr: poutine.Trace, lead_shape: tuple[int, ...]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        names = set(self.latent_names) | set(self.observed_names)
+        self, tr: poutine.Trace, lead_shape: tuple[int, ...], score_prior: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Sum site log densities over the model's own dims into ``log p(z)``, ``log p(x|z)``.
+
+        With ``score_prior=False`` the latent sites are not scored and ``log p(z)`` is None.
+        """
+        names = set(self.observed_names)
+        if score_prior:
+            names |= set(self.latent_names)
         tr.compute_log_prob(site_filter=lambda name, site: name in names)
         lead = len(lead_shape)
         site_lp = {}
@@ -520,7 +527,7 @@ class ModelAdapter:
             lp = tr.nodes[name]["log_prob"]
             site_lp[name] = _sum_trailing(lp, lead).expand(lead_shape)
         self._last_site_log_probs = site_lp
-        log_prior = sum(site_lp[n] for n in self.latent_names)
+        log_prior = sum(site_lp[n] for n in self.latent_names) if score_prior else None
         log_lik = sum(site_lp[n] for n in self.observed_names)
         return log_prior, log_lik
 
@@ -582,24 +589,26 @@ class ModelAdapter:
         return ModelEvaluation(latent, log_prior, log_lik, zeros)
 
     def sample_prior(
-        self, num_particles: int, observed: dict[str, torch.Tensor]
+        self, num_particles: int, observed: dict[str, torch.Tensor], *, score_prior: bool = True
     ) -> ModelEvaluation:
         """Draw C latent particles from p(z) for each of N samples and score them, in one pass.
 
         Latents are sampled by the model itself with the observed sites conditioned on ``observed``
         (valid because latent sites do not depend on observed ones; the adapter checks this).
+        ``score_prior=False`` skips ``log p(z)`` (returned as None): with the prior as proposal it
+        cancels from the importance weight ``p(x|z) p(z) / p(z)``.
         """
         n = next(iter(observed.values())).shape[0]
         with self._plates(num_particles, n):
             tr = poutine.trace(poutine.condition(self.model, data=observed)).get_trace(
                 *self.model_args, **self.model_kwargs
             )
-        log_prior, log_lik = self._split(tr, (num_particles, n))
+        log_prior, log_lik = self._split(tr, (num_particles, n), score_prior)
         latent = {
             name: tr.nodes[name]["value"].expand((num_particles, n) + self.sites[name].local_shape)
             for name in self.latent_names
         }
-        return ModelEvaluation(latent, log_prior, log_lik, torch.zeros_like(log_prior))
+        return ModelEvaluation(latent, log_prior, log_lik, torch.zeros_like(log_lik))
 
     def log_density_unconstrained(
         self, u: torch.Tensor, observed: dict[str, torch.Tensor]

@@ -28,6 +28,7 @@ class LinearGaussian:
         self.W = torch.as_tensor(W)
         self.sigma = float(sigma)
         self.dx, self.dz = self.W.shape
+        self.has_offset = b is not None
         self.b = torch.zeros(self.dx, dtype=self.W.dtype, device=self.W.device) if b is None else b
 
     @classmethod
@@ -41,7 +42,8 @@ class LinearGaussian:
         """``z ~ N(0, I_dz)``; ``x ~ N(W z + b, sigma^2 I_dx)``. Sites ``"z"`` and ``"x"``."""
         zeros = torch.zeros(self.dz, dtype=self.W.dtype, device=self.W.device)
         z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
-        return pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.sigma).to_event(1))
+        loc = z @ self.W.T + self.b if self.has_offset else z @ self.W.T
+        return pyro.sample("x", dist.Normal(loc, self.sigma).to_event(1))
 
     __call__ = model
 

@@ -133,7 +133,7 @@ class AmortizedNormal(Proposal, nn.Module):
         u = loc + scale * eps
         ev = adapter.log_density_unconstrained(u, observed)
         log_q = self._log_normal(u, loc, scale).double() - ev.log_abs_det_jacobian.double()
-        return ProposalDraw(log_q, ev)
+        return ProposalDraw.from_log_q(log_q, ev)
 
     def log_prob(self, adapter, latent, observed, evaluation=None):
         u, ev = adapter.unconstrain(latent, observed)

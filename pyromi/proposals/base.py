@@ -17,16 +17,23 @@ __all__ = ["Proposal", "PriorProposal", "ProposalDraw"]
 
 
 class ProposalDraw(NamedTuple):
-    """K particles for each of N samples: ``log_q`` and the model evaluation, each ``(K, N)``."""
+    """K particles for each of N samples, each field ``(K, N)``.
 
-    log_q: torch.Tensor
+    ``log_weights = log p(z) + log p(x | z) - log q(z | x)`` in float64; ``log_q`` is None when it
+    cancels (prior proposal); ``evaluation`` holds the latents and the model's log densities.
+    """
+
+    log_weights: torch.Tensor
+    log_q: torch.Tensor | None
     evaluation: ModelEvaluation
 
-    @property
-    def log_weights(self) -> torch.Tensor:
-        """Importance log-weights ``log w = log p(z) + log p(x | z) - log q(z | x)`` in float64."""
-        ev = self.evaluation
-        return ev.log_prior.double() + ev.log_likelihood.double() - self.log_q.double()
+    @classmethod
+    def from_log_q(cls, log_q: torch.Tensor, evaluation: ModelEvaluation) -> "ProposalDraw":
+        """Build the draw from ``log q`` and a full model evaluation."""
+        log_w = (
+            evaluation.log_prior.double() + evaluation.log_likelihood.double() - log_q.double()
+        )
+        return cls(log_w, log_q, evaluation)
 
 
 class Proposal:
@@ -67,8 +74,8 @@ class PriorProposal(Proposal):
     name = "prior"
 
     def sample(self, adapter, observed, num_particles):
-        ev = adapter.sample_prior(num_particles, observed)
-        return ProposalDraw(ev.log_prior, ev)
+        ev = adapter.sample_prior(num_particles, observed, score_prior=False)
+        return ProposalDraw(ev.log_likelihood.double(), None, ev)
 
     def log_prob(self, adapter, latent, observed, evaluation=None):
         if evaluation is None:

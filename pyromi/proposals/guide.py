@@ -170,7 +170,7 @@ class GuideProposal(Proposal):
             latent[name] = v
         log_q = self._log_q(tr, adapter, num_particles, n)
         ev = adapter.log_density(latent, observed)
-        return ProposalDraw(log_q, ev)
+        return ProposalDraw.from_log_q(log_q, ev)
 
     def log_prob(self, adapter, latent, observed, evaluation=None):
         k, n = next(iter(latent.values())).shape[:2]
