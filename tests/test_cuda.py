@@ -1,0 +1,59 @@
+"""CUDA: the same bounds on the GPU, results on the model's device (skipped without CUDA)."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyromi import AmortizedNormal, DeviceError, ModelAdapter, fit_proposal, mutual_information
+from pyromi._rng import seeded
+from pyromi.models import LinearGaussian
+
+from .conftest import assert_lower_bound, assert_upper_bound
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def test_iwae_on_cuda_contains_the_oracle():
+    lg = LinearGaussian.toy(device="cuda", dtype=torch.float64)
+    with seeded(0, torch.device("cuda")):
+        joint = ModelAdapter(lg.model, "x").sample_joint(256)
+    assert joint.observed["x"].device.type == "cuda"
+    oracle = lg.oracle(joint.observed["x"], joint.latent["z"])
+    est = mutual_information(lg.model, "x", guide=lg.posterior_guide(2.0), joint=joint,
+                             num_particles=1000, seed=1)
+    assert est.terms["lower"].device.type == "cuda"
+    assert_lower_bound(est.terms["lower"], oracle)
+    assert_upper_bound(est.terms["upper"], oracle)
+    exact = mutual_information(lg.model, "x", guide=lg.posterior_guide(), joint=joint,
+                               num_particles=10, seed=1)
+    torch.testing.assert_close(exact.terms["lower"], oracle, atol=1e-8, rtol=0)
+
+
+def test_amortized_normal_on_cuda():
+    lg = LinearGaussian.toy(device="cuda")
+    q = AmortizedNormal(lg.model, observed="x", seed=0)
+    fit_proposal(q, 200, optim=pyro.optim.Adam({"lr": 3e-3}), seed=0)
+    est = mutual_information(lg.model, "x", guide=q, num_samples=64, num_particles=100, seed=0,
+                             device="cuda")
+    assert est.lower <= est.upper
+
+
+def test_cpu_constant_in_a_cuda_model_names_the_site():
+    W = torch.randn(4, 2)  # left on the CPU
+
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(2, device="cuda"), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z @ W.T, 1.0).to_event(1))
+
+    with pytest.raises(DeviceError, match="after site 'z'"):
+        ModelAdapter(model, "x")
+
+
+def test_cpu_model_with_cuda_requested():
+    lg = LinearGaussian.toy()
+    with pytest.raises(DeviceError, match="site 'z' produced a tensor on cpu"):
+        mutual_information(lg.model, "x", device="cuda", num_samples=4, num_particles=4)
