@@ -225,9 +225,14 @@ class ModelAdapter:
             self._probe()
 
     # ------------------------------------------------------------------ inspection and validation
-    def _call_traced(self, fn: Callable, stage: str) -> poutine.Trace:
+    def _call_traced(self, fn: Callable, stage: str, validate: bool = True) -> poutine.Trace:
+        """Trace ``fn`` with the model's arguments, translating failures into pyromi errors.
+
+        ``validate=True`` turns on Pyro's argument and support checks (used for probes); hot
+        paths pass False, since validation synchronises with the device.
+        """
         last = _LastSite()
-        with self._translate_errors(stage, last), pyro.validation_enabled(True):
+        with self._translate_errors(stage, last), pyro.validation_enabled(validate):
             return poutine.trace(last(fn)).get_trace(*self.model_args, **self.model_kwargs)
 
     @contextlib.contextmanager
@@ -540,7 +545,9 @@ class ModelAdapter:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         with self._plates(None, num_samples):
-            tr = self._call_traced(poutine.uncondition(self.model), "under pyromi's sample plate")
+            tr = self._call_traced(
+                poutine.uncondition(self.model), "under pyromi's sample plate", validate=_validate
+            )
         self._last_joint_trace = tr
         if _validate:
             for name in self.observed_names + self.latent_names:

@@ -129,3 +129,17 @@ def test_model_args_and_observed_in_model_are_handled():
     assert x.shape == (400, 3)
     assert float(x.abs().max()) > 0  # drawn generatively, not the fixed obs=
     assert float(x.var(0).mean()) == pytest.approx(1.25, rel=0.2)
+
+
+def test_deterministic_sites_and_params_are_allowed():
+    def model():
+        scale = pyro.param("scale", torch.tensor(0.5), constraint=dist.constraints.positive)
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.deterministic("z_norm", z.norm(dim=-1))
+        pyro.sample("x", dist.Normal(z, scale).to_event(1))
+
+    adapter = ModelAdapter(model, "x")
+    assert adapter.latent_names == ["z"]
+    with seeded(6):
+        joint = adapter.sample_joint(10)
+    assert set(joint.latent) == {"z"}

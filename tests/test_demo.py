@@ -4,7 +4,12 @@ import re
 import subprocess
 import sys
 
+from pyromi._rng import seeded
+from pyromi.adapter import ModelAdapter
 from pyromi.demo import run_demo
+from pyromi.models import LinearGaussian
+
+from .conftest import assert_lower_bound, assert_upper_bound
 
 
 def test_demo_function_brackets_the_truth():
@@ -13,7 +18,14 @@ def test_demo_function_brackets_the_truth():
     truth, oracle = res["truth"], res["oracle"]
     assert abs(truth - 14.275) < 1e-3
     est = res["iwae, AmortizedNormal q(z|x)"]
-    assert est.lower <= oracle <= est.upper
+    lg = LinearGaussian.toy()
+    with seeded(1):  # the demo's batch: seed + 1
+        joint = ModelAdapter(lg.model, "x").sample_joint(128)
+    oracle_terms = lg.oracle(joint.observed["x"], joint.latent["z"])
+    assert float(oracle_terms.mean()) == oracle
+    assert_lower_bound(est.terms["lower"], oracle_terms)
+    assert_upper_bound(est.terms["upper"], oracle_terms)
+    assert est.upper - est.lower < 0.1
     assert est.lower - 3 * est.lower_se <= truth <= est.upper + 3 * est.upper_se
     prior = res["iwae, prior proposal"]
     assert prior.lower <= 6.2147 + 1e-9  # log 500 cap
