@@ -322,19 +322,22 @@ class ModelAdapter:
                         "site, or drop obs_mask=."
                     )
         available = ", ".join(repr(n) for n in sample_sites) or "(none)"
-        for name in observed:
-            if name in deterministic:
-                raise SiteError(
-                    f"observed site '{name}' is a pyro.deterministic site; name the sample site it "
-                    f"is computed from. Sample sites: {available}."
-                )
-            if name not in sample_sites:
-                raise SiteError(
-                    f"observed site '{name}' is not a sample site of the model. Sample sites: "
-                    f"{available}."
-                )
-        if len(set(observed)) != len(observed):
-            raise SiteError(f"observed= lists a site twice: {observed}")
+        def require_sample_sites(kind: str, names: list[str]) -> None:
+            for name in names:
+                if name in deterministic:
+                    raise SiteError(
+                        f"{kind} site '{name}' is a pyro.deterministic site; name the sample site "
+                        f"it is computed from. Sample sites: {available}."
+                    )
+                if name not in sample_sites:
+                    raise SiteError(
+                        f"{kind} site '{name}' is not a sample site of the model. Sample sites: "
+                        f"{available}."
+                    )
+            if len(set(names)) != len(names):
+                raise SiteError(f"{kind}= lists a site twice: {names}")
+
+        require_sample_sites("observed", observed)
         if latent is None:
             latent = [n for n in sample_sites if n not in observed]
             if not latent:
@@ -345,16 +348,10 @@ class ModelAdapter:
         else:
             if not latent:
                 raise SiteError("latent= is empty; name at least one latent site or leave it None.")
-            for name in latent:
-                if name in observed:
-                    raise SiteError(f"site '{name}' is listed in both observed= and latent=.")
-                if name not in sample_sites:
-                    raise SiteError(
-                        f"latent site '{name}' is not a sample site of the model. Sample sites: "
-                        f"{available}."
-                    )
-            if len(set(latent)) != len(latent):
-                raise SiteError(f"latent= lists a site twice: {latent}")
+            both = [n for n in latent if n in observed]
+            if both:
+                raise SiteError(f"site '{both[0]}' is listed in both observed= and latent=.")
+            require_sample_sites("latent", latent)
             others = [n for n in sample_sites if n not in observed and n not in latent]
             if others:
                 raise SiteError(
