@@ -5,7 +5,7 @@ and upper bounds on I(x; z) in nats. See the README for the methods and their gu
 """
 
 from .adapter import JointSamples, ModelAdapter
-from .api import BOUNDS, mutual_information
+from .api import BOUNDS, log_marginal, mutual_information
 from .errors import (
     DensityError,
     DeviceError,
@@ -22,7 +22,7 @@ from .proposals import (
     fit_autoguide,
     fit_proposal,
 )
-from .result import MIEstimate
+from .result import LogMarginalEstimate, MIEstimate
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,7 @@ __all__ = [
     "GuideError",
     "GuideProposal",
     "JointSamples",
+    "LogMarginalEstimate",
     "MIEstimate",
     "ModelAdapter",
     "PriorProposal",
@@ -43,5 +44,6 @@ __all__ = [
     "VectorizationError",
     "fit_autoguide",
     "fit_proposal",
+    "log_marginal",
     "mutual_information",
 ]

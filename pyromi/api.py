@@ -12,18 +12,19 @@ from pyro.infer.autoguide import AutoGuide
 from ._rng import seeded
 from .adapter import JointSamples, ModelAdapter
 from .errors import GuideError, PyromiError
+from .estimators.ais import ais_block, ais_mi
 from .estimators.importance import importance_mi
 from .proposals.base import PriorProposal, Proposal
 from .proposals.guide import GuideProposal, fit_autoguide
-from .result import MIEstimate
+from .result import LogMarginalEstimate, MIEstimate
 
-__all__ = ["mutual_information", "BOUNDS"]
+__all__ = ["mutual_information", "log_marginal", "BOUNDS"]
 
 #: bound name -> (status, description)
 BOUNDS = {
     "iwae": ("available", "IWAE sandwich: lower and upper bounds from a proposal q(z|x)"),
     "ba": ("available", "Barber-Agakov lower bound E[log q(z|x) - log p(z)]"),
-    "ais": ("planned", "Multi-Sample AIS sandwich bounds (issue 3)"),
+    "ais": ("available", "Multi-Sample AIS sandwich: annealed HMC chains from p(z) or q(z|x)"),
     "giwae": ("planned", "GIWAE lower bound (issue 4)"),
     "infonce": ("planned", "InfoNCE lower bound (issue 4)"),
     "mine_dv": ("planned", "MINE Donsker-Varadhan lower bound (issue 4)"),
@@ -64,16 +65,23 @@ def mutual_information(
     bound: str = "iwae",
     guide=None,
     num_samples: int = 256,
-    num_particles: int = 1000,
+    num_particles: int | None = None,
+    num_steps: int = 1000,
+    schedule="adaptive",
+    start=None,
+    num_leapfrog: int = 10,
+    target_accept: float = 0.65,
+    kernel=None,
+    hook=None,
     model_args: tuple = (),
     model_kwargs: dict | None = None,
     joint: JointSamples | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    max_batch: int = 2**18,
+    max_batch: int | None = None,
     guide_steps: int = 1000,
     seed: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> MIEstimate:
     """Bounds on the mutual information I(x; z) of a Pyro model, in nats.
 
@@ -85,8 +93,9 @@ def mutual_information(
         model: a Pyro model callable; observed sites are sampled generatively.
         observed: observed site name(s).
         latent: latent site name(s); default all other sample sites.
-        bound: ``"iwae"`` (two-sided sandwich) or ``"ba"`` (Barber-Agakov lower bound).
-            ``"ais"``, ``"giwae"``, ``"infonce"``, ``"mine_*"`` and ``"mist"`` are planned and raise
+        bound: ``"iwae"`` (two-sided importance-sampling sandwich), ``"ba"`` (Barber-Agakov lower
+            bound) or ``"ais"`` (Multi-Sample AIS sandwich, tight at high MI).
+            ``"giwae"``, ``"infonce"``, ``"mine_*"`` and ``"mist"`` are planned and raise
             ``NotImplementedError``.
         guide: the proposal q(z | x). ``None`` uses the prior p(z). Otherwise a
             :class:`pyromi.AmortizedNormal` (trained with :func:`pyromi.fit_proposal`), an amortised
@@ -95,15 +104,26 @@ def mutual_information(
             class itself, which pyromi builds on the evaluation batch and fits by SVI for
             ``guide_steps`` steps (the fit uses x only, so the bounds stay valid).
         num_samples: N, the number of joint draws.
-        num_particles: K, proposal draws per sample (``iwae``); the lower bound uses z* plus K-1.
+        num_particles: K, proposal draws (``iwae``, default 1000) or annealing chains (``ais``,
+            default 16) per sample; the lower bound uses z* (or a chain from it) plus K - 1.
+        num_steps: T, annealing transitions (``ais``); T = 1 reduces AIS to IWAE with proposal pi_0.
+        schedule: ``ais`` betas: ``"adaptive"`` (placed from a pilot run: equal variance of the
+            log-weight increments), ``"geometric"``, ``"sigmoid"``, ``"linear"``, or an array of T + 1
+            increasing betas from 0 to 1.
+        start: ``ais`` initial distribution pi_0: None for the prior, or a proposal q(z|x) (default:
+            ``guide`` if given). num_leapfrog, target_accept: HMC settings (pilot-tuned step sizes
+            and diagonal masses per level and sample, then frozen and shared by all chains).
+        kernel: a Pyro ``HMC``/``NUTS`` kernel for a slow per-chain path (not implemented yet).
+        hook: ``ais`` callback ``hook(t, info)`` called after each temperature with tensors.
         model_args, model_kwargs: passed to the model (and to guides).
         joint: pre-drawn :class:`~pyromi.adapter.JointSamples` to evaluate instead of fresh draws
             (reuse one batch across bounds, or pair with a site-wise guide).
         device, dtype: where and in which dtype the model runs; default: the model's own.
             Log-weights are always accumulated in float64.
-        max_batch: most (particle, sample) pairs per model pass; bounds memory for any K.
+        max_batch: most (particle, sample) pairs per model pass; bounds memory for any K
+            (default 2**18 for ``iwae``, 2**16 chain-sample pairs per block for ``ais``).
         seed: seeds joint draws and proposals; the same seed gives the same numbers.
-        progress: show a progress bar.
+        progress: show a progress bar (default: on for ``ais``, off otherwise).
 
     Returns:
         :class:`~pyromi.MIEstimate` with ``lower``/``upper`` in nats, their standard errors over the
@@ -115,12 +135,35 @@ def mutual_information(
     status, what = BOUNDS[bound]
     if status != "available":
         raise NotImplementedError(
-            f"bound={bound!r} ({what}) is not implemented yet; available now: 'iwae', 'ba'."
+            f"bound={bound!r} ({what}) is not implemented yet; available now: 'iwae', 'ba', 'ais'."
         )
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples (N) must be a positive int, got {num_samples!r}")
+    if num_particles is None:
+        num_particles = 16 if bound == "ais" else 1000
     if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
         raise ValueError(f"num_particles (K) must be a positive int, got {num_particles!r}")
+    if max_batch is None:
+        max_batch = 2**16 if bound == "ais" else 2**18
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if progress is None:
+        progress = bound == "ais"
+    if kernel is not None:
+        raise NotImplementedError(
+            "kernel= (driving a Pyro HMC/NUTS kernel chain by chain) is not implemented yet; "
+            "pyromi's vectorised HMC runs by default."
+        )
+    if bound != "ais":
+        ais_only = {
+            "num_steps": num_steps != 1000,
+            "schedule": not (isinstance(schedule, str) and schedule == "adaptive"),
+            "start": start is not None,
+            "hook": hook is not None,
+        }
+        used = [name for name, given in ais_only.items() if given]
+        if used:
+            raise ValueError(f"{', '.join(used)}= applies to bound='ais' only (got bound={bound!r})")
     adapter = ModelAdapter(
         model,
         observed,
@@ -136,22 +179,41 @@ def mutual_information(
                 joint = adapter.sample_joint(num_samples)
         else:
             _check_joint(joint, adapter)
-        proposal = _resolve_proposal(guide, adapter, joint, guide_steps)
-        if bound == "ba" and isinstance(proposal, PriorProposal):
-            warnings.warn(
-                "bound='ba' with the prior as proposal is identically 0; pass guide= "
-                "(e.g. a trained pyromi.AmortizedNormal) for an informative lower bound.",
-                stacklevel=2,
+        if bound == "ais":
+            pi0 = start if start is not None else guide
+            proposal = None if pi0 is None else _resolve_proposal(pi0, adapter, joint, guide_steps)
+            if isinstance(proposal, PriorProposal):
+                proposal = None
+            est = ais_mi(
+                adapter,
+                joint,
+                start=proposal,
+                num_particles=num_particles,
+                num_steps=num_steps,
+                schedule=schedule,
+                num_leapfrog=num_leapfrog,
+                target_accept=target_accept,
+                max_batch=max_batch,
+                progress=progress,
+                hook=hook,
             )
-        est = importance_mi(
-            adapter,
-            proposal,
-            joint,
-            bound=bound,
-            num_particles=num_particles,
-            max_batch=max_batch,
-            progress=progress,
-        )
+        else:
+            proposal = _resolve_proposal(guide, adapter, joint, guide_steps)
+            if bound == "ba" and isinstance(proposal, PriorProposal):
+                warnings.warn(
+                    "bound='ba' with the prior as proposal is identically 0; pass guide= "
+                    "(e.g. a trained pyromi.AmortizedNormal) for an informative lower bound.",
+                    stacklevel=2,
+                )
+            est = importance_mi(
+                adapter,
+                proposal,
+                joint,
+                bound=bound,
+                num_particles=num_particles,
+                max_batch=max_batch,
+                progress=progress,
+            )
     est.settings.update(seed=seed, guide_steps=guide_steps if isinstance(guide, type) else None)
     return est
 
@@ -172,3 +234,99 @@ def _check_joint(joint: JointSamples, adapter: ModelAdapter) -> None:
             )
         if v.device != adapter.device and adapter.device.type != v.device.type:
             raise PyromiError(f"joint= site '{name}' is on {v.device}, the model on {adapter.device}")
+
+
+def log_marginal(
+    model: Callable,
+    observed: str | Sequence[str],
+    data,
+    latent: str | Sequence[str] | None = None,
+    *,
+    latent_values=None,
+    start=None,
+    num_particles: int = 16,
+    num_steps: int = 1000,
+    schedule="adaptive",
+    num_leapfrog: int = 10,
+    target_accept: float = 0.65,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> LogMarginalEstimate:
+    """AIS bounds on ``log p(x_i)`` (nats) for given observations ``data``.
+
+    Args:
+        data: the observed values: a tensor ``(N,) + site shape`` for one observed site (a single
+            observation without the leading N is accepted), or a dict of them.
+        latent_values: optional exact posterior samples z* for each x (a tensor or dict), e.g. the
+            latents that simulated x. Only then is an upper bound on log p(x) available.
+        start: pi_0, the prior (None) or a proposal q(z|x) such as a trained AmortizedNormal.
+        Other arguments as in :func:`mutual_information` with ``bound="ais"``.
+    """
+    adapter = ModelAdapter(
+        model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, device=device,
+        dtype=dtype,
+    )
+    obs = _as_site_dict(data, adapter.observed_names, adapter, "data")
+    lat = None
+    if latent_values is not None:
+        lat = _as_site_dict(latent_values, adapter.latent_names, adapter, "latent_values")
+        n_obs, n_lat = next(iter(obs.values())).shape[0], next(iter(lat.values())).shape[0]
+        if n_obs != n_lat:
+            raise PyromiError(f"data has {n_obs} observations but latent_values has {n_lat}")
+    with seeded(seed, adapter.device):
+        proposal = None if start is None else _resolve_proposal(start, adapter, None, 0)
+        if isinstance(proposal, PriorProposal):
+            proposal = None
+        from .estimators.ais import _check_args
+
+        _check_args(num_particles, num_steps, num_leapfrog, schedule, target_accept)
+        res, tables = ais_block(
+            adapter, obs, lat, proposal, num_steps, schedule, num_particles=num_particles,
+            num_leapfrog=num_leapfrog, target_accept=target_accept, pilot_steps=200,
+            pilot_chains=max(num_particles, 16), progress=progress,
+        )
+    from .ops import logmeanexp
+
+    lower = logmeanexp(res.log_weights, 0)
+    upper = None
+    if res.log_weight_backward is not None:
+        lw = torch.cat([res.log_weight_backward.unsqueeze(0), res.log_weights[: num_particles - 1]])
+        upper = logmeanexp(lw, 0)
+    diagnostics = {
+        "log_weights": res.log_weights,
+        "acceptance": res.acceptance,
+        "step_size": tables.step_size,
+        "betas": tables.betas,
+        "divergences": int(res.divergences.sum()),
+    }
+    return LogMarginalEstimate(lower, upper, num_particles, num_steps, diagnostics)
+
+
+def _as_site_dict(values, names: list[str], adapter: ModelAdapter, argname: str) -> dict:
+    if isinstance(values, dict):
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise PyromiError(f"{argname}= lacks site(s) {missing}")
+        values = {n: values[n] for n in names}
+    else:
+        if len(names) != 1:
+            raise PyromiError(f"{argname}= must be a dict keyed by site name for sites {names}")
+        values = {names[0]: values}
+    out = {}
+    for name, v in values.items():
+        v = torch.as_tensor(v, device=adapter.device)
+        if v.is_floating_point():
+            v = v.to(adapter.dtype) if name in adapter.latent_names else v
+        local = adapter.sites[name].local_shape
+        if v.shape == local or (v.dim() == len(local) and v.shape == local):
+            v = v.unsqueeze(0)
+        if v.shape[1:] != local:
+            raise PyromiError(
+                f"{argname}= site '{name}' has shape {tuple(v.shape)}; expected (N,) + {tuple(local)}"
+            )
+        out[name] = v
+    return out

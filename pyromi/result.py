@@ -122,3 +122,79 @@ class MIEstimate:
         return f"{what} {body} {cfg[:-1]}{se})"
 
     __str__ = __repr__
+
+
+def _to_inference_data(diagnostics: dict, terms: dict, attrs: dict):
+    """arviz ``InferenceData`` (0.23, via ``from_dict``) of per-sample terms and AIS diagnostics.
+
+    Layout: arviz's ``chain`` axis is the joint sample (each x is its own estimation problem) and
+    ``draw`` is the particle / chain index; per-temperature records go to ``constant_data`` with a
+    ``temperature`` dimension.
+    """
+    import arviz as az  # imported lazily: slow to import, and only this path needs it
+
+    sample_stats, constant = {}, {}
+    lw = diagnostics.get("log_weights")
+    if isinstance(lw, torch.Tensor):
+        sample_stats["log_weight"] = lw.T.double().cpu().numpy()  # (N, K): chain=sample, draw=particle
+    dims = {}
+    for name, t in terms.items():
+        constant[f"mi_{name}_term"] = t.double().cpu().numpy()
+        dims[f"mi_{name}_term"] = ["sample"]
+    for key in ("acceptance", "acceptance_backward", "step_size"):
+        v = diagnostics.get(key)
+        if isinstance(v, torch.Tensor) and v.dim() == 2:
+            constant[key] = v.double().cpu().numpy()
+            dims[key] = [f"{key}_level", "sample"]
+    betas = diagnostics.get("betas")
+    if isinstance(betas, torch.Tensor):
+        constant["beta"] = betas.double().cpu().numpy()
+        dims["beta"] = ["level"] if betas.dim() == 1 else ["block", "level"]
+    for key in ("ess_fraction", "pareto_k", "bdmc_gap"):
+        v = diagnostics.get(key)
+        if isinstance(v, torch.Tensor):
+            constant[key] = v.double().cpu().numpy()
+            dims[key] = ["sample"]
+    return az.from_dict(
+        sample_stats=sample_stats or None, constant_data=constant or None, dims=dims, attrs=attrs
+    )
+
+
+def _mi_to_inference_data(self: MIEstimate):
+    """This estimate as an arviz ``InferenceData`` (requires arviz >= 0.23, < 1)."""
+    attrs = {
+        "bound": self.bound,
+        "lower": float("nan") if self.lower is None else self.lower,
+        "upper": float("nan") if self.upper is None else self.upper,
+        "units": self.units,
+        "num_samples": self.num_samples,
+        "num_particles": -1 if self.num_particles is None else self.num_particles,
+    }
+    return _to_inference_data(self.diagnostics, self.terms, attrs)
+
+
+MIEstimate.to_inference_data = _mi_to_inference_data
+
+
+@dataclass(frozen=True)
+class LogMarginalEstimate:
+    """AIS bounds on ``log p(x_i)`` for given observations (nats, float64 tensors of shape (N,)).
+
+    ``lower[i] = LME_k log w_k``: a stochastic lower bound (its expectation is <= log p(x_i)).
+    ``upper[i]``: a stochastic upper bound, available only when exact posterior samples z* were
+    given (e.g. the z that simulated x): one backward chain from z* plus K - 1 forward chains.
+    """
+
+    lower: torch.Tensor
+    upper: torch.Tensor | None
+    num_particles: int
+    num_steps: int
+    diagnostics: dict[str, Any] = field(default_factory=dict, repr=False)
+    units: str = "nats"
+
+    def __repr__(self) -> str:
+        lo = float(self.lower.mean())
+        body = f"mean log p(x) >= {lo:.3f}" if self.upper is None else (
+            f"mean log p(x) in [{lo:.3f}, {float(self.upper.mean()):.3f}]"
+        )
+        return f"LogMarginalEstimate({body} nats, N={self.lower.numel()}, K={self.num_particles}, T={self.num_steps})"

@@ -135,6 +135,18 @@ class AmortizedNormal(Proposal, nn.Module):
         log_q = self._log_normal(u, loc, scale).double() - ev.log_abs_det_jacobian.double()
         return ProposalDraw.from_log_q(log_q, ev)
 
+    def sample_unconstrained(self, adapter, observed, num_particles):
+        with torch.no_grad():
+            loc, scale = self(observed)
+        eps = torch.randn((num_particles,) + loc.shape, dtype=loc.dtype, device=loc.device)
+        return loc + scale * eps
+
+    def log_prob_unconstrained(self, adapter, u, observed, evaluation):
+        """``log N(u; mu(x), s(x))``: the Gaussian lives on the unconstrained space already."""
+        with torch.no_grad():
+            loc, scale = self(observed)
+        return self._log_normal(u, loc, scale)
+
     def log_prob(self, adapter, latent, observed, evaluation=None):
         u, ev = adapter.unconstrain(latent, observed)
         loc, scale = self(observed)

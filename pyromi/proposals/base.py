@@ -63,6 +63,29 @@ class Proposal:
         """``log q(z | x)`` at given latents ``(C, N) + local_shape``; returns ``(C, N)``."""
         raise NotImplementedError
 
+    def sample_unconstrained(
+        self, adapter: ModelAdapter, observed: dict[str, torch.Tensor], num_particles: int
+    ) -> torch.Tensor:
+        """Draws of q mapped to the packed unconstrained space, ``(K, N, D)`` (AIS start)."""
+        draw = self.sample(adapter, observed, num_particles)
+        u, _ = adapter.unconstrain(draw.evaluation.latent, observed)
+        return u
+
+    def log_prob_unconstrained(
+        self,
+        adapter: ModelAdapter,
+        u: torch.Tensor,
+        observed: dict[str, torch.Tensor],
+        evaluation: ModelEvaluation,
+    ) -> torch.Tensor:
+        """Density of q in the unconstrained space, ``log q(T(u) | x) + log|dT/du|``, ``(C, N)``.
+
+        ``evaluation`` is the model evaluated at ``u`` (its latents keep the graph to ``u``), so the
+        result is differentiable in ``u`` whenever the guide's density is.
+        """
+        log_q = self.log_prob(adapter, evaluation.latent, observed, evaluation)
+        return log_q + evaluation.log_abs_det_jacobian
+
 
 class PriorProposal(Proposal):
     """q(z | x) = p(z): draws come from the model itself, so ``log w = log p(x | z)``.

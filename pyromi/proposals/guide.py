@@ -172,7 +172,7 @@ class GuideProposal(Proposal):
         ev = adapter.log_density(latent, observed)
         return ProposalDraw.from_log_q(log_q, ev)
 
-    def log_prob(self, adapter, latent, observed, evaluation=None):
+    def log_prob(self, adapter, latent, observed, evaluation=None, *, check: bool = True):
         k, n = next(iter(latent.values())).shape[:2]
         if self.sitewise:
             self._check_sitewise(adapter, n)
@@ -185,13 +185,18 @@ class GuideProposal(Proposal):
             data = latent
         tr = self._trace(adapter, observed, k, n, data=data)
         log_q = self._log_q(tr, adapter, k, n)
-        if not bool(torch.isfinite(log_q).all()):
+        if check and not bool(torch.isfinite(log_q).all()):
             raise GuideError(
                 "the guide gives log q(z | x) = -inf or NaN at the true latent values z*. Its latent "
                 "sites must be sampled from distributions with a density on the whole support "
                 "(not a Delta of auxiliary variables), so that q can score any z."
             )
         return log_q
+
+    def log_prob_unconstrained(self, adapter, u, observed, evaluation):
+        # no finiteness check here: it would synchronise with the device inside annealing loops
+        log_q = self.log_prob(adapter, evaluation.latent, observed, evaluation, check=False)
+        return log_q + evaluation.log_abs_det_jacobian
 
     def __repr__(self) -> str:
         return f"GuideProposal({self.name})"

@@ -1,0 +1,263 @@
+"""Multi-Sample annealed importance sampling on the packed unconstrained latent space.
+
+Path (geometric): ``f_t(u) = pi_0(u)^(1 - beta_t) * p(x, u)^beta_t``, written as
+``log f_t = base + beta_t * tilt`` with ``base = log pi_0(u)`` and
+``tilt = log p(x, z(u)) + log|dz/du| - log pi_0(u)`` (for the prior start, ``tilt = log p(x | z)``).
+
+* **forward chains** start at ``u_0 ~ pi_0``; at t = 1..T add ``(beta_t - beta_{t-1}) tilt(u)`` to the
+  log-weight at the current point, then move with the HMC kernel that leaves ``f_t`` invariant
+  (the last move is skipped). ``E[w] = p(x)``.
+* the **backward chain** starts at the true ``u*`` (an exact posterior sample) and runs the same
+  loop in reverse: at t = T..1 add the level-t increment at the current point, then move with the
+  kernel of level t - 1. ``E[1 / w] = 1 / p(x)``.
+
+Forward and backward chains run together in one ``(C, N, D)`` tensor: chain c at loop iteration i
+sits at level i (forward) or T + 1 - i (backward), so step sizes, masses and betas are gathered per
+chain from frozen per-level tables. Kernels are fixed before the run (tuned by :func:`pilot_run` on
+independent chains and shared by forward and backward chains), which keeps both bounds valid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import pyro
+import torch
+
+from ..adapter import ModelAdapter
+from ..proposals.base import PriorProposal, Proposal
+from .hmc import DensityTerms, TemperedState, hmc_step, tempered_state
+
+__all__ = ["AnnealingPath", "KernelTables", "AISResult", "pilot_run", "interpolate_tables", "run_ais"]
+
+
+class AnnealingPath:
+    """The geometric path from ``pi_0`` (prior or a proposal q(z|x)) to the posterior, for N samples."""
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        observed: dict[str, torch.Tensor],
+        start: Proposal | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.observed = observed
+        self.start = start if start is not None else PriorProposal()
+        self.num_samples = next(iter(observed.values())).shape[0]
+        self._prior = isinstance(self.start, PriorProposal)
+        self._start_cache = None
+
+    def density_terms(self, u: torch.Tensor) -> DensityTerms:
+        """``(base, tilt)`` at packed unconstrained points ``u`` of shape ``(C, N, D)``."""
+        ev = self.adapter.log_density_unconstrained(u, self.observed)
+        log_prior_u = ev.log_prior + ev.log_abs_det_jacobian
+        if self._prior:
+            return DensityTerms(log_prior_u, ev.log_likelihood)
+        log_q_u = self.start.log_prob_unconstrained(self.adapter, u, self.observed, ev)
+        return DensityTerms(log_q_u, log_prior_u + ev.log_likelihood - log_q_u)
+
+    def sample_start(self, num_chains: int) -> torch.Tensor:
+        """``u_0 ~ pi_0``, shape ``(num_chains, N, D)``."""
+        return self.start.sample_unconstrained(self.adapter, self.observed, num_chains).detach()
+
+
+class KernelTables(NamedTuple):
+    """Frozen per-level HMC settings: ``step_size (L, N)``, ``inv_mass (L, N, D)`` at ``betas (L,)``."""
+
+    betas: torch.Tensor
+    step_size: torch.Tensor
+    inv_mass: torch.Tensor
+
+
+class PilotResult(NamedTuple):
+    tables: KernelTables  # on the pilot grid
+    tilt_std: torch.Tensor  # (G,) spread of the tilt across chains, mean over samples
+    acceptance: torch.Tensor  # (G, N)
+
+
+def pilot_run(
+    path: AnnealingPath,
+    grid: torch.Tensor,
+    num_chains: int,
+    num_leapfrog: int,
+    target_accept: float = 0.65,
+    init_step_size: float = 0.5,
+    adapt_rate: float = 2.0,
+) -> PilotResult:
+    """Tune step sizes and diagonal masses per (level, sample) on independent forward chains.
+
+    At each pilot level g the inverse mass is the spread of the chains across the C chains
+    (``var_c u``, per sample and coordinate) and one HMC transition at ``beta_g`` is taken; the step
+    size then moves by Robbins-Monro on its log, ``log eps += rate * (mean_c accept - target)``, and
+    the updated value is recorded for level g. Also records the spread of the tilt across chains
+    (used to place an adaptive schedule). The returned tables are frozen for the final run.
+    """
+    adapter = path.adapter
+    dtype = adapter.dtype
+    grid = grid.to(dtype=torch.float64)
+    G = grid.numel()
+    n = path.num_samples
+    u = path.sample_start(num_chains)
+    state = tempered_state(u, path.density_terms)
+    eps = torch.full((n,), init_step_size, dtype=dtype, device=u.device)
+    eps_rows, mass_rows, tilt_std, acc_rows = [], [], [], []
+
+    def spread(state):
+        return state.u.var(0, unbiased=True).clamp_min(1e-20) if num_chains > 1 else torch.ones_like(state.u[0])
+
+    inv_mass = spread(state)
+    eps_rows.append(eps.clone())
+    mass_rows.append(inv_mass)
+    tilt_std.append(_finite_std(state.tilt))
+    acc_rows.append(torch.ones_like(eps))
+    for g in range(1, G):
+        beta = grid[g].to(dtype)
+        inv_mass = spread(state)
+        state, info = hmc_step(state, path.density_terms, beta, eps, inv_mass, num_leapfrog)
+        acc = info.accept_prob.mean(0)
+        eps = eps * torch.exp(adapt_rate * (acc - target_accept))
+        eps_rows.append(eps.clone())
+        mass_rows.append(inv_mass)
+        tilt_std.append(_finite_std(state.tilt))
+        acc_rows.append(acc)
+    tables = KernelTables(grid, torch.stack(eps_rows), torch.stack(mass_rows))
+    return PilotResult(tables, torch.stack(tilt_std).double().mean(-1), torch.stack(acc_rows))
+
+
+def _finite_std(x: torch.Tensor) -> torch.Tensor:
+    """Spread across chains (dim 0) per sample, ignoring non-finite entries."""
+    x = x.double()
+    ok = torch.isfinite(x)
+    cnt = ok.sum(0).clamp_min(2)
+    x0 = torch.where(ok, x, torch.zeros_like(x))
+    mean = x0.sum(0) / cnt
+    var = torch.where(ok, (x0 - mean) ** 2, torch.zeros_like(x)).sum(0) / (cnt - 1)
+    return var.sqrt()
+
+
+def interpolate_tables(tables: KernelTables, betas: torch.Tensor) -> KernelTables:
+    """Step sizes and inverse masses at ``betas``, interpolated linearly in log beta (log values).
+
+    Levels below the first positive pilot beta take its values; beta = 0 takes the pilot's level 0.
+    """
+    grid = tables.betas.double().cpu()
+    betas = betas.double().cpu()
+    lg = torch.log(grid.clamp_min(1e-300))
+    lb = torch.log(betas.clamp_min(1e-300))
+    idx = torch.searchsorted(lg[1:].contiguous(), lb).clamp(0, len(grid) - 2) + 1  # upper index >= 1
+    lo = (idx - 1).clamp_min(1)
+    hi = idx
+    denom = (lg[hi] - lg[lo]).clamp_min(1e-300)
+    frac = ((lb - lg[lo]) / denom).clamp(0.0, 1.0)
+    frac = torch.where(hi == lo, torch.zeros_like(frac), frac)
+    dev = tables.step_size.device
+
+    def interp(table):
+        log_t = table.double().log()
+        f = frac.to(dev).reshape((-1,) + (1,) * (table.dim() - 1))
+        out = torch.exp(log_t[lo.to(dev)] * (1 - f) + log_t[hi.to(dev)] * f)
+        zero = (betas == 0).to(dev)
+        out[zero] = table.double()[0]
+        return out.to(table.dtype)
+
+    return KernelTables(betas, interp(tables.step_size), interp(tables.inv_mass))
+
+
+class AISResult(NamedTuple):
+    """Outputs of :func:`run_ais` (float64 log-weights, nats)."""
+
+    log_weights: torch.Tensor  # (K, N) forward chains
+    log_weight_backward: torch.Tensor | None  # (N,) backward chain from u*
+    acceptance: torch.Tensor  # (T - 1, N) mean acceptance of the forward chains per level
+    acceptance_backward: torch.Tensor | None  # (T - 1, N) per level (indexed by kernel level)
+    divergences: torch.Tensor  # (N,) divergent transitions, all chains
+    log_weight_increment_var: torch.Tensor  # (T, N) variance across forward chains of each increment
+
+
+def run_ais(
+    path: AnnealingPath,
+    tables: KernelTables,
+    num_chains: int,
+    num_leapfrog: int,
+    u_star: torch.Tensor | None = None,
+    *,
+    progress: bool = False,
+    hook: Callable[[int, dict], None] | None = None,
+) -> AISResult:
+    """Run K forward chains (and one backward chain from ``u_star`` ``(N, D)``) over ``tables.betas``.
+
+    No Python loop over chains or samples and no host synchronisation inside the temperature loop:
+    per-level settings are gathered on the device, diagnostics are kept as tensors.
+    """
+    betas = tables.betas.double()
+    T = betas.numel() - 1
+    K = num_chains
+    dev = path.adapter.device
+    dtype = path.adapter.dtype
+    dbeta = betas.diff().to(dev)  # (T,): dbeta[t-1] = beta_t - beta_{t-1}
+    betas_dev = betas.to(device=dev, dtype=dtype)
+    eps_table = tables.step_size.to(dev)
+    mass_table = tables.inv_mass.to(dev)
+    backward = u_star is not None
+    u0 = path.sample_start(K)
+    if backward:
+        u0 = torch.cat([u0, u_star.unsqueeze(0).to(u0)], 0)
+    C = u0.shape[0]
+    state: TemperedState = tempered_state(u0, path.density_terms)
+    n = u0.shape[1]
+    log_w = torch.zeros((C, n), dtype=torch.float64, device=dev)
+    div = torch.zeros((C, n), dtype=torch.int64, device=dev)
+    acc_f, acc_b, inc_var = [], [], []
+    is_bwd = torch.zeros(C, dtype=torch.bool, device=dev)
+    if backward:
+        is_bwd[-1] = True
+    steps = range(1, T + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"AIS T={T}", leave=False)
+    with pyro.validation_enabled(False):
+        for i in steps:
+            inc_level = torch.where(is_bwd, T + 1 - i, i)  # (C,) level whose increment is added
+            inc = dbeta[inc_level - 1].unsqueeze(-1) * state.tilt.double()
+            log_w = log_w + inc
+            inc_var.append(inc[:K].var(0) if K > 1 else torch.zeros_like(inc[0]))
+            if i < T:
+                level = torch.where(is_bwd, T - i, i)  # (C,) kernel level
+                beta = betas_dev[level].unsqueeze(-1)  # (C, 1)
+                eps = eps_table[level]  # (C, N)
+                inv_mass = mass_table[level]  # (C, N, D)
+                state, info = hmc_step(state, path.density_terms, beta, eps, inv_mass, num_leapfrog)
+                div = div + info.diverging.long()
+                acc_f.append(info.accept_prob[:K].mean(0))
+                if backward:
+                    acc_b.append(info.accept_prob[-1])
+                if hook is not None:
+                    hook(i, {"beta": betas[i], "accept_prob": info.accept_prob, "log_weights": log_w})
+    empty = torch.zeros((0, n), dtype=dtype, device=dev)
+    acceptance = torch.stack(acc_f) if acc_f else empty
+    acceptance_b = (torch.stack(acc_b).flip(0) if acc_b else empty) if backward else None
+    return AISResult(
+        log_weights=log_w[:K],
+        log_weight_backward=log_w[-1] if backward else None,
+        acceptance=acceptance,
+        acceptance_backward=acceptance_b,
+        divergences=div.sum(0),
+        log_weight_increment_var=torch.stack(inc_var),
+    )
+
+
+def default_pilot_grid(path: AnnealingPath, num_points: int, num_chains: int) -> torch.Tensor:
+    """Geometric pilot grid ``[0, beta_lo, ..., 1]`` with ``beta_lo * std(tilt at pi_0) = 1e-2``."""
+    with torch.no_grad(), pyro.validation_enabled(False):
+        u = path.sample_start(max(num_chains, 2))
+        terms = path.density_terms(u)
+    s0 = float(_finite_std(terms.tilt).median())
+    beta_lo = min(1e-2, 1e-2 / max(s0, 1e-12))
+    beta_lo = max(beta_lo, 1e-300)
+    if num_points < 3:
+        raise ValueError(f"the pilot needs at least 3 levels, got {num_points}")
+    logs = torch.linspace(math.log(beta_lo), 0.0, num_points - 1, dtype=torch.float64)
+    return torch.cat([torch.zeros(1, dtype=torch.float64), logs.exp()])
