@@ -31,7 +31,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
-from pyro.distributions.util import sum_rightmost
+from pyro.distributions.util import scale_and_mask, sum_rightmost
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_factor, site_is_subsample
 
@@ -109,56 +109,96 @@ def _as_names(names: str | Sequence[str] | None, argname: str) -> list[str] | No
     return names
 
 
-class _UnconstrainedValues(Messenger):
-    """Set latent sites to ``T(u)`` with ``T = biject_to(fn.support)`` and record ``log|dT/du|``.
+def _is_identity(transform) -> bool:
+    """True for the identity bijection of real supports (possibly wrapped in IndependentTransform)."""
+    while isinstance(transform, torch.distributions.transforms.IndependentTransform):
+        transform = transform.base_transform
+    return transform is torch.distributions.transforms.identity_transform or (
+        isinstance(transform, torch.distributions.transforms.ComposeTransform) and not transform.parts
+    )
 
-    The bijection is chosen from the distribution at run time, so supports that depend on other
-    latents are handled. Sites stay latent (``is_observed=False``).
+
+class _Evaluate(Messenger):
+    """One model pass without building a trace: set site values, accumulate log densities.
+
+    Observed sites take ``observed`` values; latent sites take constrained ``latent`` values, or
+    ``T(u)`` for ``unconstrained`` values (``T = biject_to(support)`` chosen at run time, so
+    latent-dependent supports are handled, with ``log|dT/du|`` accumulated), or are sampled by the
+    model itself. Log densities are summed over the model's own dimensions to ``(C, N)``; with
+    ``record_unconstrained`` the pass also records ``u = T^{-1}(z)`` and ``log|dT/du|`` at z.
     """
 
-    def __init__(self, unconstrained: dict[str, torch.Tensor], lead: int = 2):
+    def __init__(
+        self,
+        latent_names: Sequence[str],
+        observed_names: Sequence[str],
+        lead_shape: tuple[int, int],
+        observed: dict[str, torch.Tensor],
+        latent: dict[str, torch.Tensor] | None = None,
+        unconstrained: dict[str, torch.Tensor] | None = None,
+        record_unconstrained: bool = False,
+        score_prior: bool = True,
+    ):
         super().__init__()
-        self.unconstrained = unconstrained
-        self.lead = lead
+        self.latent_names = set(latent_names)
+        self.observed_names = set(observed_names)
+        self.lead_shape = lead_shape
+        self.observed = observed
+        self.latent = latent or {}
+        self.unconstrained_in = unconstrained or {}
+        self.record = record_unconstrained
+        self.score_prior = score_prior
+        self.values: dict[str, torch.Tensor] = {}
+        self.unconstrained: dict[str, torch.Tensor] = {}
+        self.site_log_probs: dict[str, torch.Tensor] = {}
         self.log_abs_det_jacobian: torch.Tensor | float = 0.0
+
+    def _add_ladj(self, transform, u, value, event_dim) -> None:
+        if _is_identity(transform):
+            return
+        ladj = transform.log_abs_det_jacobian(u, value)
+        ladj = sum_rightmost(ladj, ladj.dim() - (value.dim() - event_dim))
+        self.log_abs_det_jacobian = self.log_abs_det_jacobian + _sum_trailing(ladj, 2)
 
     def _pyro_sample(self, msg) -> None:
-        u = self.unconstrained.get(msg["name"])
-        if u is None:
-            return
-        fn = msg["fn"]
-        transform = biject_to(fn.support)
-        value = transform(u)
-        ladj = transform.log_abs_det_jacobian(u, value)
-        site_batch_dim = value.dim() - fn.event_dim
-        ladj = sum_rightmost(ladj, ladj.dim() - site_batch_dim)
-        self.log_abs_det_jacobian = self.log_abs_det_jacobian + _sum_trailing(ladj, self.lead)
-        msg["value"] = value
-        msg["done"] = True
-
-
-class _RecordUnconstrained(Messenger):
-    """For latent sites whose value is set by ``condition``, record ``u = T^{-1}(value)`` and
-    ``log|dT/du|`` at that point, using the support of the distribution at run time."""
-
-    def __init__(self, names: Sequence[str], lead: int = 2):
-        super().__init__()
-        self.names = set(names)
-        self.lead = lead
-        self.unconstrained: dict[str, torch.Tensor] = {}
-        self.log_abs_det_jacobian: torch.Tensor | float = 0.0
+        name = msg["name"]
+        if name in self.observed:
+            msg["value"] = self.observed[name]
+            msg["is_observed"] = True
+            msg["done"] = True
+        elif name in self.unconstrained_in:
+            fn = msg["fn"]
+            transform = biject_to(fn.support)
+            u = self.unconstrained_in[name]
+            msg["value"] = transform(u)
+            self._add_ladj(transform, u, msg["value"], fn.event_dim)
+            msg["done"] = True
+        elif name in self.latent:
+            msg["value"] = self.latent[name]
+            msg["done"] = True
 
     def _postprocess_message(self, msg) -> None:
-        if msg["type"] != "sample" or msg["name"] not in self.names:
+        if msg["type"] != "sample":
             return
-        fn = msg["fn"]
-        transform = biject_to(fn.support)
-        value = msg["value"]
-        u = transform.inv(value)
-        ladj = transform.log_abs_det_jacobian(u, value)
-        ladj = sum_rightmost(ladj, ladj.dim() - (value.dim() - fn.event_dim))
-        self.unconstrained[msg["name"]] = u
-        self.log_abs_det_jacobian = self.log_abs_det_jacobian + _sum_trailing(ladj, self.lead)
+        name = msg["name"]
+        is_latent = name in self.latent_names
+        if not is_latent and name not in self.observed_names:
+            return
+        fn, value = msg["fn"], msg["value"]
+        if is_latent:
+            self.values[name] = value
+            if self.record:
+                transform = biject_to(fn.support)
+                u = transform.inv(value)
+                self.unconstrained[name] = u
+                self._add_ladj(transform, u, value, fn.event_dim)
+            if not self.score_prior:
+                return
+        lp = scale_and_mask(fn.log_prob(value), msg["scale"], msg["mask"])
+        self.site_log_probs[name] = _sum_trailing(lp, 2).expand(self.lead_shape)
+
+    def log_densities(self, names: Sequence[str]) -> torch.Tensor:
+        return sum(self.site_log_probs[n] for n in names)
 
 
 class _LastSite(Messenger):
@@ -504,13 +544,25 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ plates
     def _plates(self, num_particles: int | None, num_samples: int) -> ExitStack:
+        """Enter the outer plates (particles at dim -2-mpn, samples at -1-mpn).
+
+        Plate objects are cached per size and re-entered (Pyro plates are reusable context
+        managers): creating one allocates its index tensor, a cost paid on every model pass.
+        """
         stack = ExitStack()
         if num_particles is not None:
-            stack.enter_context(
-                pyro.plate(PARTICLE_PLATE, num_particles, dim=-2 - self.max_plate_nesting)
-            )
-        stack.enter_context(pyro.plate(SAMPLE_PLATE, num_samples, dim=-1 - self.max_plate_nesting))
+            stack.enter_context(self._plate(PARTICLE_PLATE, num_particles, -2))
+        stack.enter_context(self._plate(SAMPLE_PLATE, num_samples, -1))
         return stack
+
+    def _plate(self, name: str, size: int, dim: int):
+        cache = self.__dict__.setdefault("_plate_cache", {})
+        key = (name, size)
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = pyro.plate(name, size, dim=dim - self.max_plate_nesting)
+        return cache[key]
 
     def _split(
         self, tr: poutine.Trace, lead_shape: tuple[int, ...], score_prior: bool = True
@@ -575,6 +627,20 @@ class ModelAdapter:
         return JointSamples(observed, latent, log_prior.detach(), log_lik.detach())
 
     # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, lead_shape: tuple[int, int], observed, **kw) -> _Evaluate:
+        ev = _Evaluate(self.latent_names, self.observed_names, lead_shape, observed, **kw)
+        with self._plates(*lead_shape):
+            ev(self.model)(*self.model_args, **self.model_kwargs)
+        self._last_site_log_probs = ev.site_log_probs
+        return ev
+
+    def _evaluation(self, ev: _Evaluate, latent=None, score_prior: bool = True) -> ModelEvaluation:
+        log_prior = ev.log_densities(self.latent_names) if score_prior else None
+        log_lik = ev.log_densities(self.observed_names)
+        ladj = torch.as_tensor(ev.log_abs_det_jacobian, device=log_lik.device)
+        ladj = ladj.to(log_lik.dtype).expand(ev.lead_shape)
+        return ModelEvaluation(latent if latent is not None else ev.values, log_prior, log_lik, ladj)
+
     def log_density(
         self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]
     ) -> ModelEvaluation:
@@ -582,37 +648,26 @@ class ModelAdapter:
 
         ``latent[name]``: ``(C, N) + local_shape``; ``observed[name]``: ``(N,) + local_shape``.
         """
-        c, n = self._lead_shape(latent, observed)
-        data = {**observed, **latent}
-        with self._plates(c, n):
-            tr = poutine.trace(poutine.condition(self.model, data=data)).get_trace(
-                *self.model_args, **self.model_kwargs
-            )
-        log_prior, log_lik = self._split(tr, (c, n))
-        zeros = torch.zeros_like(log_prior)
-        return ModelEvaluation(latent, log_prior, log_lik, zeros)
+        lead = self._lead_shape(latent, observed)
+        return self._evaluation(self._evaluate(lead, observed, latent=latent), latent)
 
     def sample_prior(
         self, num_particles: int, observed: dict[str, torch.Tensor], *, score_prior: bool = True
     ) -> ModelEvaluation:
         """Draw C latent particles from p(z) for each of N samples and score them, in one pass.
 
-        Latents are sampled by the model itself with the observed sites conditioned on ``observed``
+        Latents are sampled by the model itself with the observed sites set to ``observed``
         (valid because latent sites do not depend on observed ones; the adapter checks this).
         ``score_prior=False`` skips ``log p(z)`` (returned as None): with the prior as proposal it
         cancels from the importance weight ``p(x|z) p(z) / p(z)``.
         """
         n = next(iter(observed.values())).shape[0]
-        with self._plates(num_particles, n):
-            tr = poutine.trace(poutine.condition(self.model, data=observed)).get_trace(
-                *self.model_args, **self.model_kwargs
-            )
-        log_prior, log_lik = self._split(tr, (num_particles, n), score_prior)
+        ev = self._evaluate((num_particles, n), observed, score_prior=score_prior)
         latent = {
-            name: tr.nodes[name]["value"].expand((num_particles, n) + self.sites[name].local_shape)
+            name: ev.values[name].expand((num_particles, n) + self.sites[name].local_shape)
             for name in self.latent_names
         }
-        return ModelEvaluation(latent, log_prior, log_lik, torch.zeros_like(log_lik))
+        return self._evaluation(ev, latent, score_prior)
 
     def log_density_unconstrained(
         self, u: torch.Tensor, observed: dict[str, torch.Tensor]
@@ -622,16 +677,8 @@ class ModelAdapter:
         Returns ``log p(z)``, ``log p(x|z)`` and ``log|dT/du|`` at ``z = T(u)``; the density of ``u``
         under the prior is ``log_prior + log_abs_det_jacobian``.
         """
-        c, n = u.shape[0], u.shape[1]
-        handler = _UnconstrainedValues(self.unpack(u))
-        with self._plates(c, n):
-            tr = poutine.trace(handler(poutine.condition(self.model, data=observed))).get_trace(
-                *self.model_args, **self.model_kwargs
-            )
-        log_prior, log_lik = self._split(tr, (c, n))
-        latent = {name: tr.nodes[name]["value"] for name in self.latent_names}
-        ladj = torch.as_tensor(handler.log_abs_det_jacobian).expand(c, n)
-        return ModelEvaluation(latent, log_prior, log_lik, ladj)
+        ev = self._evaluate((u.shape[0], u.shape[1]), observed, unconstrained=self.unpack(u))
+        return self._evaluation(ev)
 
     def unconstrain(
         self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]
@@ -641,16 +688,9 @@ class ModelAdapter:
         Runs the model once (supports may depend on other latents) and also returns the evaluation
         at that point, including ``log|dT/du|``.
         """
-        c, n = self._lead_shape(latent, observed)
-        recorder = _RecordUnconstrained(self.latent_names)
-        with self._plates(c, n):
-            tr = poutine.trace(
-                recorder(poutine.condition(self.model, data={**observed, **latent}))
-            ).get_trace(*self.model_args, **self.model_kwargs)
-        log_prior, log_lik = self._split(tr, (c, n))
-        u = self.pack(recorder.unconstrained)
-        ladj = torch.as_tensor(recorder.log_abs_det_jacobian).expand(c, n)
-        return u, ModelEvaluation(latent, log_prior, log_lik, ladj)
+        lead = self._lead_shape(latent, observed)
+        ev = self._evaluate(lead, observed, latent=latent, record_unconstrained=True)
+        return self.pack(ev.unconstrained), self._evaluation(ev, latent)
 
     def _lead_shape(
         self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]

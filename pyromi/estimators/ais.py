@@ -68,6 +68,7 @@ def plan_kernels(
     pilot_chains: int,
     sigmoid_rad: float = 4.0,
     beta_min: float = 1e-8,
+    adapt_mass: bool = True,
 ) -> tuple[KernelTables, dict]:
     """Betas and frozen per-level kernels for one block of samples, from a pilot run."""
     T = num_steps
@@ -83,7 +84,7 @@ def plan_kernels(
     else:
         idx = torch.linspace(0, T, min(T, pilot_steps - 1) + 1).round().long().unique()
         grid = betas[idx]
-    pilot = pilot_run(path, grid, pilot_chains, num_leapfrog, target_accept)
+    pilot = pilot_run(path, grid, pilot_chains, num_leapfrog, target_accept, adapt_mass=adapt_mass)
     if isinstance(schedule, str) and schedule == "adaptive":
         betas = equal_length_schedule(grid, pilot.tilt_std, T)
     tables = interpolate_tables(pilot.tables, betas)
@@ -135,6 +136,7 @@ def ais_block(
     beta_min: float = 1e-8,
     progress: bool = False,
     hook=None,
+    adapt_mass: bool = True,
 ) -> tuple[AISResult, KernelTables]:
     """Pilot, freeze, and run AIS for one block of samples.
 
@@ -146,7 +148,7 @@ def ais_block(
         tables, _ = plan_kernels(
             path, num_steps, schedule, num_leapfrog=num_leapfrog, target_accept=target_accept,
             pilot_steps=pilot_steps, pilot_chains=pilot_chains, sigmoid_rad=sigmoid_rad,
-            beta_min=beta_min,
+            beta_min=beta_min, adapt_mass=adapt_mass,
         )
         u_star = None
         if latent_star is not None:
@@ -176,6 +178,7 @@ def ais_mi(
     max_batch: int = 2**16,
     progress: bool = False,
     hook: Callable[[int, dict], None] | None = None,
+    adapt_mass: bool = True,
 ) -> MIEstimate:
     """Multi-Sample AIS sandwich on I(x; z) (nats) for the N pairs of ``joint``.
 
@@ -206,7 +209,7 @@ def ais_mi(
                                 num_leapfrog=num_leapfrog, target_accept=target_accept,
                                 pilot_steps=pilot_steps, pilot_chains=pilot_chains,
                                 sigmoid_rad=sigmoid_rad, beta_min=beta_min, progress=progress,
-                                hook=hook)
+                                hook=hook, adapt_mass=adapt_mass)
         ll_star = joint.log_likelihood[a:b].double()
         lo, up = ais_bound_terms(ll_star, res.log_weights, res.log_weight_backward)
         lower_terms.append(lo)

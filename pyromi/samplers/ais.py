@@ -85,6 +85,7 @@ def pilot_run(
     target_accept: float = 0.65,
     init_step_size: float = 0.5,
     adapt_rate: float = 2.0,
+    adapt_mass: bool = True,
 ) -> PilotResult:
     """Tune step sizes and diagonal masses per (level, sample) on independent forward chains.
 
@@ -105,7 +106,9 @@ def pilot_run(
     eps_rows, mass_rows, tilt_std, acc_rows = [], [], [], []
 
     def spread(state):
-        return state.u.var(0, unbiased=True).clamp_min(1e-20) if num_chains > 1 else torch.ones_like(state.u[0])
+        if adapt_mass and num_chains > 1:
+            return state.u.var(0, unbiased=True).clamp_min(1e-20)
+        return torch.ones_like(state.u[0])
 
     inv_mass = spread(state)
     eps_rows.append(eps.clone())
