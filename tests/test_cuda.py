@@ -57,3 +57,15 @@ def test_cpu_model_with_cuda_requested():
     lg = LinearGaussian.toy()
     with pytest.raises(DeviceError, match="site 'z' produced a tensor on cpu"):
         mutual_information(lg.model, "x", device="cuda", num_samples=4, num_particles=4)
+
+
+def test_ais_on_cuda_contains_the_oracle():
+    lg = LinearGaussian.toy(device="cuda")
+    with seeded(0, torch.device("cuda")):
+        joint = ModelAdapter(lg.model, "x").sample_joint(64)
+    oracle = lg.oracle(joint.observed["x"], joint.latent["z"])
+    est = mutual_information(lg.model, "x", bound="ais", joint=joint, num_particles=8,
+                             num_steps=200, seed=1, progress=False)
+    assert est.terms["lower"].device.type == "cuda"
+    assert_lower_bound(est.terms["lower"], oracle)
+    assert_upper_bound(est.terms["upper"], oracle)

@@ -32,11 +32,17 @@ from ..samplers.ais import (
     pilot_run,
     run_ais,
 )
+from ..samplers.pyro_kernel import run_ais_with_kernel
 from ..samplers.schedules import SCHEDULES, anneal_schedule, equal_length_schedule
 
-__all__ = ["ais_mi", "ais_block", "plan_kernels", "pareto_khat"]
+__all__ = ["ais_mi", "ais_block", "plan_kernels", "pareto_khat", "default_pilot_steps"]
 
 WIDE_SANDWICH = 0.1  # relative width above which the result says so
+
+
+def default_pilot_steps(num_steps: int) -> int:
+    """Pilot levels: ``min(200, max(50, T))``; at most a fifth of the final run's work for T >= 1000."""
+    return min(200, max(50, num_steps))
 
 
 def _check_args(num_particles, num_steps, num_leapfrog, schedule, target_accept):
@@ -137,6 +143,7 @@ def ais_block(
     progress: bool = False,
     hook=None,
     adapt_mass: bool = True,
+    kernel=None,
 ) -> tuple[AISResult, KernelTables]:
     """Pilot, freeze, and run AIS for one block of samples.
 
@@ -157,7 +164,10 @@ def ais_block(
                     {k: v.unsqueeze(0) for k, v in latent_star.items()}, observed
                 )
             u_star = u_star[0]
-        res = run_ais(path, tables, num_particles, num_leapfrog, u_star, progress=progress, hook=hook)
+        if kernel is None:
+            res = run_ais(path, tables, num_particles, num_leapfrog, u_star, progress=progress, hook=hook)
+        else:
+            res = run_ais_with_kernel(path, tables, num_particles, kernel, u_star)
     return res, tables
 
 
@@ -171,7 +181,7 @@ def ais_mi(
     schedule="adaptive",
     num_leapfrog: int = 10,
     target_accept: float = 0.65,
-    pilot_steps: int = 200,
+    pilot_steps: int | None = None,
     pilot_chains: int | None = None,
     sigmoid_rad: float = 4.0,
     beta_min: float = 1e-8,
@@ -179,6 +189,7 @@ def ais_mi(
     progress: bool = False,
     hook: Callable[[int, dict], None] | None = None,
     adapt_mass: bool = True,
+    kernel=None,
 ) -> MIEstimate:
     """Multi-Sample AIS sandwich on I(x; z) (nats) for the N pairs of ``joint``.
 
@@ -190,13 +201,17 @@ def ais_mi(
             array of T + 1 increasing betas from 0 to 1.
         num_leapfrog: leapfrog steps per HMC transition.
         target_accept: acceptance rate the pilot tunes step sizes toward.
-        pilot_steps: levels of the pilot run; pilot_chains: its chains (default max(K, 16)).
+        pilot_steps: levels of the pilot run (default ``min(200, max(50, T))``);
+            pilot_chains: its chains (default max(K, 16)).
         max_batch: most (chain, sample) pairs per block of samples.
+        kernel: a Pyro ``HMC``/``NUTS`` object: run the chains one by one with that kernel class
+            (same frozen step sizes and masses) instead of the vectorised kernel. Slow.
     """
     _check_args(num_particles, num_steps, num_leapfrog, schedule, target_accept)
     t0 = time.perf_counter()
     K, T, N = num_particles, num_steps, joint.num_samples
     pilot_chains = pilot_chains or max(K, 16)
+    pilot_steps = pilot_steps or default_pilot_steps(T)
     n_chunk = max(1, min(N, max_batch // (K + 1)))
     lower_terms, upper_terms, ess, khat, gap = [], [], [], [], []
     acc, acc_b, eps_tables, betas_list, div = [], [], [], [], []
@@ -209,7 +224,7 @@ def ais_mi(
                                 num_leapfrog=num_leapfrog, target_accept=target_accept,
                                 pilot_steps=pilot_steps, pilot_chains=pilot_chains,
                                 sigmoid_rad=sigmoid_rad, beta_min=beta_min, progress=progress,
-                                hook=hook, adapt_mass=adapt_mass)
+                                hook=hook, adapt_mass=adapt_mass, kernel=kernel)
         ll_star = joint.log_likelihood[a:b].double()
         lo, up = ais_bound_terms(ll_star, res.log_weights, res.log_weight_backward)
         lower_terms.append(lo)
@@ -233,7 +248,7 @@ def ais_mi(
     wide = rel > WIDE_SANDWICH
     diagnostics = {
         "acceptance": torch.cat(acc, 1),  # (T - 1, N) forward chains, per level
-        "acceptance_backward": torch.cat(acc_b, 1),
+        "acceptance_backward": None if acc_b[0] is None else torch.cat(acc_b, 1),
         "acceptance_mean": float(torch.cat(acc, 1).mean()) if T > 1 else float("nan"),
         "step_size": torch.cat(eps_tables, 1),  # (T + 1, N)
         "betas": betas_list[0] if len(betas_list) == 1 else torch.stack(betas_list),
@@ -262,6 +277,7 @@ def ais_mi(
         "schedule": schedule if isinstance(schedule, str) else "array",
         "start": repr(start) if start is not None else "prior",
         "num_leapfrog": num_leapfrog,
+        "kernel": "vectorised HMC" if kernel is None else f"Pyro {type(kernel).__name__}, per chain",
         "target_accept": target_accept,
         "pilot_steps": pilot_steps,
         "pilot_chains": pilot_chains,
