@@ -242,3 +242,17 @@ def test_pyro_kernel_path_agrees_with_the_vectorised_path():
         d = fast.terms[side] - slow.terms[side]
         assert abs(float(d.mean())) <= 3 * paired_se(d)
     assert slow.diagnostics["acceptance_mean"] > 0.3
+
+
+def test_hook_is_called_per_temperature_with_tensors(toy32):
+    seen = []
+    mutual_information(toy32.model, "x", num_samples=4, num_particles=3, num_steps=12, seed=0,
+                       hook=lambda t, info: seen.append((t, type(info["log_weights"]))), **AIS)
+    assert [t for t, _ in seen] == list(range(1, 12))
+    assert all(kind is torch.Tensor for _, kind in seen)
+
+
+def test_iwae_estimates_export_to_inference_data(toy32):
+    est = mutual_information(toy32.model, "x", num_samples=8, num_particles=10, seed=0)
+    idata = est.to_inference_data()
+    assert idata.constant_data["mi_lower_term"].shape == (8,)

@@ -27,6 +27,10 @@ def test_demo_function_brackets_the_truth():
     assert_upper_bound(est.terms["upper"], oracle_terms)
     assert est.upper - est.lower < 0.1
     assert est.lower - 3 * est.lower_se <= truth <= est.upper + 3 * est.upper_se
+    ais = res["ais, prior start, T=300"]
+    assert_lower_bound(ais.terms["lower"], oracle_terms)
+    assert_upper_bound(ais.terms["upper"], oracle_terms)
+    assert ais.upper - ais.lower < 1.0
     prior = res["iwae, prior proposal"]
     assert prior.lower <= 6.2147 + 1e-9  # log 500 cap
     assert any("14.275" in line for line in lines)
