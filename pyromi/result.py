@@ -49,6 +49,39 @@ class MIEstimate:
     observed: tuple[str, ...] = ("x",)
     latent: tuple[str, ...] = ("z",)
 
+    @classmethod
+    def from_terms(
+        cls,
+        bound: str,
+        lower: torch.Tensor | None,
+        upper: torch.Tensor | None,
+        *,
+        num_particles: int | None,
+        settings: dict[str, Any],
+        diagnostics: dict[str, Any],
+        observed: tuple[str, ...],
+        latent: tuple[str, ...],
+    ) -> "MIEstimate":
+        """Bounds as means of per-sample terms ``(N,)``, with their standard errors over the N draws."""
+        from .ops import standard_error
+
+        terms = {k: v for k, v in (("lower", lower), ("upper", upper)) if v is not None}
+        n = next(iter(terms.values())).numel()
+        return cls(
+            lower=None if lower is None else float(lower.mean()),
+            upper=None if upper is None else float(upper.mean()),
+            lower_se=None if lower is None else standard_error(lower),
+            upper_se=None if upper is None else standard_error(upper),
+            bound=bound,
+            num_samples=n,
+            num_particles=num_particles,
+            terms=terms,
+            settings=settings,
+            diagnostics=diagnostics,
+            observed=observed,
+            latent=latent,
+        )
+
     @property
     def value(self) -> float:
         """The single bound when one-sided; the midpoint of the sandwich when two-sided."""

@@ -256,3 +256,15 @@ def test_iwae_estimates_export_to_inference_data(toy32):
     est = mutual_information(toy32.model, "x", num_samples=8, num_particles=10, seed=0)
     idata = est.to_inference_data()
     assert idata.constant_data["mi_lower_term"].shape == (8,)
+
+
+def test_samples_are_processed_in_blocks_of_bounded_size(toy):
+    joint = _joint(toy.model, 10, seed=30)
+    oracle = toy.oracle(joint.observed["x"], joint.latent["z"])
+    est = mutual_information(toy.model, "x", joint=joint, num_particles=3, num_steps=50,
+                             max_batch=8, seed=31, **AIS)
+    assert est.settings["sample_chunk"] == 2  # 8 // (K + 1) samples per block
+    assert est.diagnostics["betas"].shape == (5, 51)  # one adaptive schedule per block
+    assert est.terms["lower"].shape == (10,)
+    assert_lower_bound(est.terms["lower"], oracle)
+    assert_upper_bound(est.terms["upper"], oracle)

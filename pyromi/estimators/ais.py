@@ -20,7 +20,6 @@ from pyro.ops.stats import fit_generalized_pareto
 
 from ..adapter import JointSamples, ModelAdapter
 from ..bounds.ais import ais_bound_terms
-from ..ops import standard_error
 from ..proposals.base import Proposal
 from ..result import MIEstimate
 from ..samplers.ais import (
@@ -214,7 +213,7 @@ def ais_mi(
     pilot_steps = pilot_steps or default_pilot_steps(T)
     n_chunk = max(1, min(N, max_batch // (K + 1)))
     lower_terms, upper_terms, ess, khat, gap = [], [], [], [], []
-    acc, acc_b, eps_tables, betas_list, div = [], [], [], [], []
+    acc, acc_b, eps_tables, betas_list, div, inc_var = [], [], [], [], [], []
     log_w_all, log_w_bwd = [], []
     for a in range(0, N, n_chunk):
         b = min(a + n_chunk, N)
@@ -238,6 +237,7 @@ def ais_mi(
         eps_tables.append(tables.step_size)
         betas_list.append(tables.betas)
         div.append(res.divergences)
+        inc_var.append(res.log_weight_increment_var)
         log_w_all.append(lw)
         log_w_bwd.append(res.log_weight_backward)
     lower = torch.cat(lower_terms)
@@ -258,6 +258,9 @@ def ais_mi(
         "bdmc_gap": torch.cat(gap),  # log w_bwd - mean log w_fwd: single-chain sandwich width
         "bdmc_gap_mean": float(torch.cat(gap).mean()),
         "divergences": int(torch.cat(div).sum()),
+        # (T, N): spread of each log-weight increment across forward chains; spikes mark levels
+        # where the schedule is too coarse
+        "log_weight_increment_var": torch.cat(inc_var, 1),
         "log_weights": torch.cat(log_w_all, 1),  # (K, N) forward chains
         "log_weight_backward": torch.cat(log_w_bwd),  # (N,) backward chain from z*
         "relative_width": rel,
@@ -285,17 +288,7 @@ def ais_mi(
         "device": str(adapter.device),
         "dtype": str(adapter.dtype),
     }
-    return MIEstimate(
-        lower=est_lower,
-        upper=est_upper,
-        lower_se=standard_error(lower),
-        upper_se=standard_error(upper),
-        bound="ais",
-        num_samples=N,
-        num_particles=K,
-        terms={"lower": lower, "upper": upper},
-        settings=settings,
-        diagnostics=diagnostics,
-        observed=tuple(adapter.observed_names),
-        latent=tuple(adapter.latent_names),
+    return MIEstimate.from_terms(
+        "ais", lower, upper, num_particles=K, settings=settings, diagnostics=diagnostics,
+        observed=tuple(adapter.observed_names), latent=tuple(adapter.latent_names),
     )

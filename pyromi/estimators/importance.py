@@ -16,7 +16,6 @@ import torch
 from ..adapter import JointSamples, ModelAdapter, ModelEvaluation
 from ..bounds.iwae import IWAEAccumulator, ba_terms
 from ..errors import DensityError
-from ..ops import standard_error
 from ..proposals.base import PriorProposal, Proposal
 from ..result import MIEstimate
 
@@ -77,19 +76,9 @@ def importance_mi(
     names = dict(observed=tuple(adapter.observed_names), latent=tuple(adapter.latent_names))
 
     if bound == "ba":
-        terms = ba_terms(log_q_star, joint.log_prior)
-        return MIEstimate(
-            lower=float(terms.mean()),
-            upper=None,
-            lower_se=standard_error(terms),
-            upper_se=None,
-            bound="ba",
-            num_samples=n,
-            num_particles=None,
-            terms={"lower": terms},
-            settings=settings,
-            diagnostics={"seconds": time.perf_counter() - t0},
-            **names,
+        return MIEstimate.from_terms(
+            "ba", ba_terms(log_q_star, joint.log_prior), None, num_particles=None,
+            settings=settings, diagnostics={"seconds": time.perf_counter() - t0}, **names,
         )
 
     n_chunk = min(n, max_batch)
@@ -142,16 +131,7 @@ def importance_mi(
         "seconds": time.perf_counter() - t0,
     }
     settings.update(max_batch=max_batch, particle_chunk=k_chunk, sample_chunk=n_chunk)
-    return MIEstimate(
-        lower=float(lower.mean()),
-        upper=float(upper.mean()),
-        lower_se=standard_error(lower),
-        upper_se=standard_error(upper),
-        bound="iwae",
-        num_samples=n,
-        num_particles=num_particles,
-        terms={"lower": lower, "upper": upper},
-        settings=settings,
-        diagnostics=diagnostics,
-        **names,
+    return MIEstimate.from_terms(
+        "iwae", lower, upper, num_particles=num_particles, settings=settings,
+        diagnostics=diagnostics, **names,
     )

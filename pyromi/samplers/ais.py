@@ -47,7 +47,6 @@ class AnnealingPath:
         self.start = start if start is not None else PriorProposal()
         self.num_samples = next(iter(observed.values())).shape[0]
         self._prior = isinstance(self.start, PriorProposal)
-        self._start_cache = None
 
     def density_terms(self, u: torch.Tensor) -> DensityTerms:
         """``(base, tilt)`` at packed unconstrained points ``u`` of shape ``(C, N, D)``."""
