@@ -227,6 +227,9 @@ class ModelAdapter:
         dtype: floating dtype of the latent values. Default: the model's.
         max_plate_nesting: the model's plate nesting; inferred from a trace when omitted.
         seed: seed of the probe pass (the validation run).
+        likelihood: False for models whose observation density p(x|z) is unavailable or must not
+            be used (implicit simulators, the known-marginal bounds): observed sites are then only
+            sampled and conditioned, never scored, and ``log_likelihood`` is returned as zeros.
     """
 
     def __init__(
@@ -241,6 +244,7 @@ class ModelAdapter:
         dtype: torch.dtype | None = None,
         max_plate_nesting: int | None = None,
         seed: int | None = 0,
+        likelihood: bool = True,
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
@@ -251,6 +255,7 @@ class ModelAdapter:
         if not observed_names:
             raise SiteError("observed= must name at least one observed sample site, e.g. observed='x'")
         latent_names = _as_names(latent, "latent")
+        self.likelihood = likelihood
         self.requested_device = None if device is None else torch.device(device)
         if self.requested_device is not None and self.requested_device.type == "cuda":
             if not torch.cuda.is_available():
@@ -443,6 +448,7 @@ class ModelAdapter:
                     )
         self.observed_names = list(observed)
         self.latent_names = list(latent)
+        self.scored_observed = list(observed) if self.likelihood else []
 
     def _probe(self) -> None:
         """Validated pass under the outer plates: shapes, devices, dtypes, vectorisation checks."""
@@ -513,7 +519,7 @@ class ModelAdapter:
             data.update({n: v[i] for n, v in joint.observed.items()})
             tr_i = self._call_traced(poutine.condition(self.model, data=data), "on a single sample")
             tr_i.compute_log_prob()
-            for name in self.latent_names + self.observed_names:
+            for name in self.latent_names + self.scored_observed:
                 lp_single = tr_i.nodes[name]["log_prob"].sum()
                 lp_batch = pair_lp[name][p, i]
                 if not torch.isclose(lp_single, lp_batch, rtol=1e-4, atol=1e-4):
@@ -571,7 +577,7 @@ class ModelAdapter:
 
         With ``score_prior=False`` the latent sites are not scored and ``log p(z)`` is None.
         """
-        names = set(self.observed_names)
+        names = set(self.scored_observed)
         if score_prior:
             names |= set(self.latent_names)
         tr.compute_log_prob(site_filter=lambda name, site: name in names)
@@ -582,7 +588,7 @@ class ModelAdapter:
             site_lp[name] = _sum_trailing(lp, lead).expand(lead_shape)
         self._last_site_log_probs = site_lp
         log_prior = sum(site_lp[n] for n in self.latent_names) if score_prior else None
-        log_lik = sum(site_lp[n] for n in self.observed_names)
+        log_lik = _total(site_lp, self.scored_observed, lead_shape, tr.nodes[self.latent_names[0]]["value"])
         return log_prior, log_lik
 
     # ------------------------------------------------------------------ joint draws
@@ -628,7 +634,7 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, lead_shape: tuple[int, int], observed, **kw) -> _Evaluate:
-        ev = _Evaluate(self.latent_names, self.observed_names, lead_shape, observed, **kw)
+        ev = _Evaluate(self.latent_names, self.scored_observed, lead_shape, observed, **kw)
         with self._plates(*lead_shape):
             ev(self.model)(*self.model_args, **self.model_kwargs)
         self._last_site_log_probs = ev.site_log_probs
@@ -636,7 +642,8 @@ class ModelAdapter:
 
     def _evaluation(self, ev: _Evaluate, latent=None, score_prior: bool = True) -> ModelEvaluation:
         log_prior = ev.log_densities(self.latent_names) if score_prior else None
-        log_lik = ev.log_densities(self.observed_names)
+        log_lik = _total(ev.site_log_probs, self.scored_observed, ev.lead_shape,
+                         ev.values[self.latent_names[0]])
         ladj = torch.as_tensor(ev.log_abs_det_jacobian, device=log_lik.device)
         ladj = ladj.to(log_lik.dtype).expand(ev.lead_shape)
         return ModelEvaluation(latent if latent is not None else ev.values, log_prior, log_lik, ladj)
@@ -760,6 +767,13 @@ class ModelAdapter:
             f"latent_dim={self.latent_dim}, max_plate_nesting={self.max_plate_nesting}, "
             f"device={self.device}, dtype={self.dtype})"
         )
+
+
+def _total(site_lp: dict, names: Sequence[str], lead_shape, like: torch.Tensor) -> torch.Tensor:
+    """Sum of the per-site log densities of ``names``; zeros of ``lead_shape`` when none is scored."""
+    if names:
+        return sum(site_lp[n] for n in names)
+    return torch.zeros(lead_shape, dtype=like.dtype, device=like.device)
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -34,7 +34,7 @@ from ..samplers.ais import (
 from ..samplers.pyro_kernel import run_ais_with_kernel
 from ..samplers.schedules import SCHEDULES, anneal_schedule, equal_length_schedule
 
-__all__ = ["ais_mi", "ais_block", "plan_kernels", "pareto_khat", "default_pilot_steps"]
+__all__ = ["ais_mi", "ais_block", "ais_on_path", "plan_kernels", "pareto_khat", "default_pilot_steps"]
 
 WIDE_SANDWICH = 0.1  # relative width above which the result says so
 
@@ -150,6 +150,34 @@ def ais_block(
     chain; None runs forward chains only.
     """
     path = AnnealingPath(adapter, observed, start)
+    return ais_on_path(
+        path, latent_star, num_steps, schedule, num_particles=num_particles,
+        num_leapfrog=num_leapfrog, target_accept=target_accept, pilot_steps=pilot_steps,
+        pilot_chains=pilot_chains, sigmoid_rad=sigmoid_rad, beta_min=beta_min, progress=progress,
+        hook=hook, adapt_mass=adapt_mass, kernel=kernel,
+    )
+
+
+def ais_on_path(
+    path: AnnealingPath,
+    latent_star: dict[str, torch.Tensor] | None,
+    num_steps: int,
+    schedule,
+    *,
+    num_particles: int,
+    num_leapfrog: int,
+    target_accept: float,
+    pilot_steps: int,
+    pilot_chains: int,
+    sigmoid_rad: float = 4.0,
+    beta_min: float = 1e-8,
+    progress: bool = False,
+    hook=None,
+    adapt_mass: bool = True,
+    kernel=None,
+) -> tuple[AISResult, KernelTables]:
+    """Pilot, freeze and run AIS on any annealing path (the model's, or an energy-based one)."""
+    adapter, observed = path.adapter, path.observed
     with pyro.validation_enabled(False):
         tables, _ = plan_kernels(
             path, num_steps, schedule, num_leapfrog=num_leapfrog, target_accept=target_accept,

@@ -1,0 +1,380 @@
+"""Known-marginal lower bounds: critics trained on simulated pairs, evaluated on fresh pairs.
+
+Only the prior p(z) has a usable density; x is only simulated (the adapter never scores
+log p(x | z)). Trainers follow Pyro's SVI style: ``.step()`` takes one optimiser step on a fresh
+batch of joint pairs and returns the current training objective (nats); ``.run(n)`` repeats it;
+``.evaluate(...)`` returns an :class:`~pyromi.MIEstimate` (lower bound only) computed on fresh pairs
+not used for training. A NaN/inf objective stops training with an error: a diverged run never
+reports a number.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import pyro
+import torch
+from torch import nn
+
+from .._rng import seeded
+from ..adapter import JointSamples, ModelAdapter
+from ..bounds.ais import ais_bound_terms
+from ..bounds.contrastive import giwae_terms, mine_dv, mine_f
+from ..critics import check_critic_output, default_critic
+from ..errors import PyromiError
+from ..ops import standard_error
+from ..proposals.amortized import AmortizedNormal
+from ..result import MIEstimate
+from ..samplers.ais import AnnealingPath
+from ..samplers.hmc import DensityTerms, hmc_step, tempered_state
+from .ais import ais_on_path, default_pilot_steps
+
+__all__ = ["GIWAE", "MINE", "MINEAIS", "EnergyPath"]
+
+
+class _CriticTrainer:
+    """Shared machinery: the likelihood-free adapter, flattening, the critic, the training loop."""
+
+    bound = "critic"
+
+    def __init__(
+        self,
+        model: Callable,
+        observed: str | Sequence[str],
+        latent: str | Sequence[str] | None = None,
+        *,
+        critic: nn.Module | None = None,
+        optim: pyro.optim.PyroOptim | None = None,
+        batch_size: int = 256,
+        model_args: tuple = (),
+        model_kwargs: dict | None = None,
+        seed: int | None = 0,
+    ) -> None:
+        self.adapter = ModelAdapter(
+            model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, seed=seed,
+            likelihood=False,
+        )
+        a = self.adapter
+        self.x_dim = sum(math.prod(a.sites[n].local_shape) for n in a.observed_names)
+        self.z_dim = sum(math.prod(a.sites[n].local_shape) for n in a.latent_names)
+        with seeded(seed, a.device):
+            critic = critic if critic is not None else default_critic(self.x_dim, self.z_dim)
+        if not isinstance(critic, nn.Module):
+            raise PyromiError(f"critic must be a torch.nn.Module, got {type(critic).__name__}")
+        self.critic = critic.to(device=a.device, dtype=a.dtype) if critic is not None else critic
+        self.optim = optim if optim is not None else pyro.optim.Adam({"lr": 1e-3})
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {batch_size}")
+        self.batch_size = batch_size
+        self.history: list[float] = []
+
+    # ------------------------------------------------------------------ helpers
+    def _flat_x(self, observed: dict[str, torch.Tensor]) -> torch.Tensor:
+        n = observed[self.adapter.observed_names[0]].shape[0]
+        return torch.cat(
+            [observed[k].reshape(n, -1).to(self.adapter.dtype) for k in self.adapter.observed_names], -1
+        )
+
+    def _flat_z(self, latent: dict[str, torch.Tensor]) -> torch.Tensor:
+        a = self.adapter
+        lead = latent[a.latent_names[0]].shape[:2]
+        return torch.cat([latent[k].reshape(lead + (-1,)) for k in a.latent_names], -1)
+
+    def score(self, observed: dict[str, torch.Tensor], latent: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Critic values ``T(x_i, z_ki)``, shape ``(K, N)``; latents ``(K, N) + site shape``."""
+        z = self._flat_z(latent)
+        return check_critic_output(self.critic(self._flat_x(observed), z), z.shape[:2], self.critic)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.critic.parameters() if p.requires_grad]
+
+    def objective(self, joint: JointSamples) -> torch.Tensor:
+        """The training objective on a batch (a differentiable scalar, nats)."""
+        raise NotImplementedError
+
+    def step(self) -> float:
+        """One optimiser step on a fresh batch of joint pairs; returns the objective (nats)."""
+        with torch.no_grad(), pyro.validation_enabled(False):
+            joint = self.adapter.sample_joint(self.batch_size)
+        with pyro.validation_enabled(False):
+            obj = self.objective(joint)
+        if not bool(torch.isfinite(obj)):
+            raise FloatingPointError(
+                f"{type(self).__name__} training diverged at step {len(self.history) + 1}: the "
+                "objective is NaN or infinite. Lower the learning rate, bound the critic's output "
+                "(e.g. a tanh head), or use a larger batch."
+            )
+        params = self.parameters()
+        for p in params:
+            p.grad = None
+        (-obj).backward()
+        self.optim(params)
+        value = float(obj.detach())
+        self.history.append(value)
+        return value
+
+    def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
+        """Take ``num_steps`` steps; returns this run's objective history."""
+        if num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        start = len(self.history)
+        with seeded(seed, self.adapter.device):
+            steps = range(num_steps)
+            if progress:
+                from tqdm.auto import tqdm
+
+                steps = tqdm(steps, desc=f"train {self.bound}")
+            for _ in steps:
+                self.step()
+        return self.history[start:]
+
+    def _estimate(self, lower: torch.Tensor, joint: JointSamples, k, settings, diagnostics, se=None):
+        est = MIEstimate.from_terms(
+            self.bound, lower, None, num_particles=k,
+            settings={"train_steps": len(self.history), **settings},
+            diagnostics={"training_history": list(self.history), **diagnostics},
+            observed=tuple(self.adapter.observed_names), latent=tuple(self.adapter.latent_names),
+        )
+        if se is not None:
+            from dataclasses import replace
+
+            est = replace(est, lower_se=se)
+        return est
+
+
+class GIWAE(_CriticTrainer):
+    """GIWAE lower bound with a critic T and a proposal q(z|x) trained jointly.
+
+    ``proposal="amortized"`` (default) trains an :class:`AmortizedNormal`; ``proposal="prior"``
+    gives InfoNCE (negatives from p(z), no BA term); any :class:`AmortizedNormal` can be passed.
+    ``critic=None`` builds a default concatenation critic; ``critic=False`` fixes T = 0, which
+    gives Barber-Agakov.
+
+    Args:
+        num_particles: K (1 positive + K - 1 negatives) used in training.
+    """
+
+    bound = "giwae"
+
+    def __init__(self, model, observed, latent=None, *, critic=None, proposal="amortized",
+                 num_particles: int = 64, **kw) -> None:
+        self._no_critic = critic is False
+        super().__init__(model, observed, latent, critic=None if critic is False else critic, **kw)
+        if self._no_critic:
+            self.critic = _ZeroCritic()
+        if isinstance(proposal, str):
+            if proposal == "prior":
+                self.proposal = None
+                self.bound = "infonce"
+            elif proposal == "amortized":
+                self.proposal = AmortizedNormal(self.adapter, seed=0)
+            else:
+                raise ValueError(f"proposal must be 'amortized', 'prior' or an AmortizedNormal, got {proposal!r}")
+        elif isinstance(proposal, AmortizedNormal):
+            self.proposal = proposal.bind(self.adapter)
+        else:
+            raise PyromiError(
+                f"GIWAE needs a reparameterised proposal with a density: an AmortizedNormal, "
+                f"'amortized' or 'prior'; got {type(proposal).__name__}"
+            )
+        if self._no_critic:
+            self.bound = "ba"
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self.num_particles = num_particles
+
+    def parameters(self):
+        params = super().parameters()
+        if self.proposal is not None:
+            params += [p for p in self.proposal.parameters() if p.requires_grad]
+        return params
+
+    def _negatives(self, observed, k: int):
+        """K - 1 negatives per x: reparameterised draws of q (or prior draws)."""
+        if k == 0:
+            return None
+        if self.proposal is None:
+            return self.adapter.sample_prior(k, observed, score_prior=False).latent
+        loc, scale = self.proposal(observed)
+        u = loc + scale * torch.randn((k,) + loc.shape, dtype=loc.dtype, device=loc.device)
+        return self.adapter.constrain(u, observed)
+
+    def terms(self, joint: JointSamples, num_particles: int) -> torch.Tensor:
+        """Per-sample GIWAE terms on ``joint`` with K = ``num_particles`` (differentiable)."""
+        obs = joint.observed
+        z_star = {k: v.unsqueeze(0) for k, v in joint.latent.items()}
+        if self.proposal is None:
+            log_q_star = joint.log_prior
+        else:
+            log_q_star = self.proposal.log_prob(self.adapter, z_star, obs)[0]
+        pos = self.score(obs, z_star)[0]
+        neg_latent = self._negatives(obs, num_particles - 1)
+        neg = pos.new_zeros((0, pos.shape[0])) if neg_latent is None else self.score(obs, neg_latent)
+        return giwae_terms(log_q_star, joint.log_prior, pos, neg)
+
+    def objective(self, joint):
+        return self.terms(joint, self.num_particles).mean()
+
+    def evaluate(self, num_samples: int = 1000, num_particles: int | None = None, *,
+                 seed: int | None = None) -> MIEstimate:
+        """The bound on ``num_samples`` fresh joint pairs (not used in training)."""
+        k = num_particles or self.num_particles
+        t0 = time.perf_counter()
+        with seeded(seed, self.adapter.device), torch.no_grad(), pyro.validation_enabled(False):
+            joint = self.adapter.sample_joint(num_samples)
+            lower = self.terms(joint, k)
+        return self._estimate(lower, joint, k, {"proposal": self.bound},
+                              {"seconds": time.perf_counter() - t0, "log_K": math.log(k)})
+
+
+class _ZeroCritic(nn.Module):
+    def forward(self, x, z):
+        return z.new_zeros(z.shape[:-1])
+
+
+class MINE(_CriticTrainer):
+    """MINE lower bounds: ``variant="dv"`` (Donsker-Varadhan) or ``"f"`` (NWJ / MINE-F).
+
+    Product pairs pair each x with fresh prior draws z' ~ p(z). ``ema_rate`` (DV only) uses MINE's
+    moving-average correction of the gradient of the log-partition term.
+    """
+
+    def __init__(self, model, observed, latent=None, *, variant: str = "dv",
+                 ema_rate: float | None = None, num_particles: int = 1, **kw) -> None:
+        super().__init__(model, observed, latent, **kw)
+        if variant not in ("dv", "f"):
+            raise ValueError(f"variant must be 'dv' or 'f', got {variant!r}")
+        self.variant = variant
+        self.bound = "mine_dv" if variant == "dv" else "mine_f"
+        self.ema_rate = ema_rate
+        self._ema = None
+        self.num_particles = num_particles
+
+    def scores(self, joint: JointSamples, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = joint.observed
+        pos = self.score(obs, {n: v.unsqueeze(0) for n, v in joint.latent.items()})[0]
+        prior = self.adapter.sample_prior(k, obs, score_prior=False).latent
+        return pos, self.score(obs, prior)
+
+    def objective(self, joint):
+        pos, neg = self.scores(joint, self.num_particles)
+        if self.variant == "f":
+            return mine_f(pos, neg)
+        if self.ema_rate is None:
+            return mine_dv(pos, neg)
+        mean_exp = torch.exp(neg.double()).mean()
+        self._ema = mean_exp.detach() if self._ema is None else (
+            (1 - self.ema_rate) * self._ema + self.ema_rate * mean_exp.detach()
+        )
+        # gradient of log E e^T estimated with the moving average in the denominator (MINE)
+        surrogate = pos.double().mean() - mean_exp / self._ema
+        value = mine_dv(pos, neg).detach()
+        return surrogate - surrogate.detach() + value
+
+    def evaluate(self, num_samples: int = 1000, num_particles: int = 16, *,
+                 seed: int | None = None, num_blocks: int = 10) -> MIEstimate:
+        """The bound on fresh pairs: N joint pairs and N x K product pairs."""
+        t0 = time.perf_counter()
+        with seeded(seed, self.adapter.device), torch.no_grad(), pyro.validation_enabled(False):
+            joint = self.adapter.sample_joint(num_samples)
+            pos, neg = self.scores(joint, num_particles)
+        pos, neg = pos.double(), neg.double()
+        if self.variant == "f":
+            lower = pos - torch.exp(neg - 1.0).mean(0)
+            se = None
+        else:
+            log_z = torch.logsumexp(neg.flatten(), 0) - math.log(neg.numel())
+            lower = pos - log_z
+            # DV is not a mean of independent terms: standard error from blocks of samples
+            blocks = [mine_dv(p, q) for p, q in zip(pos.chunk(num_blocks), neg.chunk(num_blocks, 1))]
+            se = float(torch.stack(blocks).std() / math.sqrt(len(blocks))) if len(blocks) > 1 else 0.0
+        return self._estimate(lower, joint, num_particles, {"variant": self.variant},
+                              {"seconds": time.perf_counter() - t0}, se=se)
+
+
+class EnergyPath(AnnealingPath):
+    """The path p(z) -> p(z) e^{T(x, z)} in the unconstrained space: base = log p(z) + log|J|,
+    tilt = T(x, z(u)); its normaliser is Z_T(x) = E_{p(z)} e^{T(x, z)}."""
+
+    def __init__(self, trainer: "_CriticTrainer", observed):
+        super().__init__(trainer.adapter, observed, None)
+        self.trainer = trainer
+
+    def density_terms(self, u):
+        ev = self.adapter.log_density_unconstrained(u, self.observed)
+        return DensityTerms(ev.log_prior + ev.log_abs_det_jacobian, self.trainer.score(self.observed, ev.latent))
+
+
+class MINEAIS(_CriticTrainer):
+    """MINE-AIS: energy-based posterior ``q_T(z|x) ∝ p(z) e^{T(x,z)}``.
+
+    Training maximises ``I_EBM = E_joint T - E_x log Z_T(x)`` with the contrastive-divergence
+    gradient ``E_joint grad T - E_x E_{q_T(z|x)} grad T``; negatives come from ``mcmc_steps`` HMC
+    transitions on ``p(z) e^T`` started at the positive z* (vectorised, step size adapted online).
+    Evaluation is Multi-Sample AIS from p(z) to p(z) e^T with one backward chain from the true z*:
+    ``T(x, z*) - LME(log w_bwd, log w_1..w_{K-1})``, a valid lower bound for any T and K.
+    """
+
+    bound = "mine_ais"
+
+    def __init__(self, model, observed, latent=None, *, mcmc_steps: int = 10,
+                 num_leapfrog: int = 5, **kw) -> None:
+        super().__init__(model, observed, latent, **kw)
+        self.mcmc_steps = mcmc_steps
+        self.num_leapfrog = num_leapfrog
+        self._log_eps = 0.0
+
+    def negatives(self, joint: JointSamples) -> dict[str, torch.Tensor]:
+        """Short-run HMC draws from ``p(z) e^{T(x, z)}`` started at z* (detached)."""
+        path = EnergyPath(self, joint.observed)
+        with torch.no_grad():
+            u, _ = self.adapter.unconstrain({k: v.unsqueeze(0) for k, v in joint.latent.items()},
+                                            joint.observed)
+        state = tempered_state(u, path.density_terms)
+        one = torch.ones((), dtype=u.dtype, device=u.device)
+        inv_mass = torch.ones_like(u[0])
+        for _ in range(self.mcmc_steps):
+            eps = torch.full(u.shape[:2], math.exp(self._log_eps), dtype=u.dtype, device=u.device)
+            state, info = hmc_step(state, path.density_terms, one, eps, inv_mass, self.num_leapfrog)
+            # training only: adapting online does not affect the validity of the evaluation
+            self._log_eps += 0.1 * (float(info.accept_prob.mean()) - 0.65)
+        return {k: v.detach() for k, v in self.adapter.constrain(state.u, joint.observed).items()}
+
+    def objective(self, joint):
+        obs = joint.observed
+        pos = self.score(obs, {k: v.unsqueeze(0) for k, v in joint.latent.items()})
+        neg = self.score(obs, self.negatives(joint))
+        return pos.double().mean() - neg.double().mean()
+
+    def evaluate(self, num_samples: int = 256, num_particles: int = 16, num_steps: int = 500, *,
+                 schedule="adaptive", num_leapfrog: int = 10, seed: int | None = None,
+                 joint: JointSamples | None = None, progress: bool = False) -> MIEstimate:
+        """Multi-Sample AIS lower bound on fresh joint pairs (or the given ``joint``)."""
+        t0 = time.perf_counter()
+        with seeded(seed, self.adapter.device), pyro.validation_enabled(False):
+            if joint is None:
+                with torch.no_grad():
+                    joint = self.adapter.sample_joint(num_samples)
+            for p in self.critic.parameters():
+                p.requires_grad_(False)
+            try:
+                path = EnergyPath(self, joint.observed)
+                res, tables = ais_on_path(
+                    path, joint.latent, num_steps, schedule, num_particles=num_particles,
+                    num_leapfrog=num_leapfrog, target_accept=0.65,
+                    pilot_steps=default_pilot_steps(num_steps), pilot_chains=max(num_particles, 16),
+                    progress=progress,
+                )
+                with torch.no_grad():
+                    t_star = self.score(joint.observed, {k: v.unsqueeze(0) for k, v in joint.latent.items()})[0]
+            finally:
+                for p in self.critic.parameters():
+                    p.requires_grad_(True)
+        lower, _ = ais_bound_terms(t_star.double(), res.log_weights, res.log_weight_backward)
+        return self._estimate(lower, joint, num_particles, {"num_steps": num_steps},
+                              {"seconds": time.perf_counter() - t0,
+                               "acceptance_mean": float(res.acceptance.mean()) if num_steps > 1 else float("nan"),
+                               "log_weights": res.log_weights,
+                               "log_weight_backward": res.log_weight_backward})
