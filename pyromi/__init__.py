@@ -6,6 +6,7 @@ and upper bounds on I(x; z) in nats. See the README for the methods and their gu
 
 from .adapter import JointSamples, ModelAdapter
 from .api import BOUNDS, log_marginal, mutual_information
+from .estimators.known_marginal import GIWAE, MINE, MINEAIS
 from .errors import (
     DensityError,
     DeviceError,
@@ -28,6 +29,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmortizedNormal",
+    "GIWAE",
+    "MINE",
+    "MINEAIS",
     "BOUNDS",
     "DensityError",
     "DeviceError",

@@ -28,6 +28,7 @@ from contextlib import ExitStack
 from typing import Any, NamedTuple
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.transforms import biject_to
@@ -202,15 +203,28 @@ class _Evaluate(Messenger):
 
 
 class _LastSite(Messenger):
-    """Remember the last sample site reached, to name it when a model fails part-way."""
+    """Remember the sample site being processed and the last one completed, to name them when a
+    model fails part-way."""
 
     def __init__(self):
         super().__init__()
         self.last: str | None = None
+        self.current: str | None = None
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            self.current = msg["name"]
 
     def _postprocess_message(self, msg) -> None:
         if msg["type"] == "sample":
             self.last = msg["name"]
+
+    def where(self) -> str:
+        if self.current is not None and self.current != self.last:
+            return f" at site '{self.current}'"
+        if self.last is not None:
+            return f" after site '{self.last}'"
+        return " before its first sample site"
 
 
 class ModelAdapter:
@@ -288,11 +302,16 @@ class ModelAdapter:
         except (SiteError, DeviceError, VectorizationError, DensityError):
             raise
         except Exception as e:
-            if last is None or last.last is None:
-                where = "" if last is None else " before its first sample site"
-            else:
-                where = f" after site '{last.last}'"
+            where = "" if last is None else last.where()
             msg = str(e).split("\nTrace Shapes:")[0]  # drop Pyro's shape dump
+            if isinstance(e, NotImplementedError):
+                raise SiteError(
+                    f"a distribution in the model raised NotImplementedError {stage}{where}"
+                    f"{': ' + msg if msg else ''}. pyromi draws joint samples (x, z) ~ p(x, z) from "
+                    "the model, so every site must be samplable, and the latent sites need a "
+                    "normalised density p(z). Improper priors (ImproperUniform) have neither: "
+                    "replace them by a proper prior."
+                ) from e
             if "device" in msg.lower():
                 raise DeviceError(
                     f"the model failed {stage}{where} with a device mismatch: {msg}. Create the "
@@ -405,6 +424,8 @@ class ModelAdapter:
                     f"them to latent= (giving I(x; {', '.join(latent + others)})) or marginalise "
                     "them inside the model."
                 )
+        for name in latent + (observed if self.likelihood else []):
+            self._check_density(name, sample_sites[name], name in latent)
         for name in latent:
             fn = sample_sites[name]["fn"]
             if fn.support.is_discrete or getattr(fn, "has_enumerate_support", False):
@@ -449,6 +470,35 @@ class ModelAdapter:
         self.observed_names = list(observed)
         self.latent_names = list(latent)
         self.scored_observed = list(observed) if self.likelihood else []
+
+    @staticmethod
+    def _check_density(name: str, site: dict, is_latent: bool) -> None:
+        """Raise a SiteError unless the site's distribution can score its value."""
+        fn = site["fn"]
+        base = fn
+        while isinstance(base, torch.distributions.Independent):
+            base = base.base_dist
+        kind = "latent" if is_latent else "observed"
+        if isinstance(base, dist.ImproperUniform):
+            raise SiteError(
+                f"latent site '{name}' has an improper prior (ImproperUniform): the bounds need "
+                "the normalised density p(z). Give it a proper prior."
+            )
+        try:
+            fn.log_prob(site["value"])
+        except NotImplementedError as e:
+            fix = (
+                "Every bound in pyromi needs the prior density p(z); for a model known only "
+                "through samples use bound='mist'."
+                if is_latent
+                else "bound='iwae'/'ba'/'ais' need p(x|z); for a simulator without a likelihood "
+                "use a known-marginal bound (bound='giwae', 'infonce', 'mine_ais', ...) or "
+                "bound='mist'."
+            )
+            raise SiteError(
+                f"{kind} site '{name}' ({type(fn).__name__}) has no log density "
+                f"(log_prob raised NotImplementedError). {fix}"
+            ) from e
 
     def _probe(self) -> None:
         """Validated pass under the outer plates: shapes, devices, dtypes, vectorisation checks."""
@@ -518,7 +568,8 @@ class ModelAdapter:
             data = {n: v[p, i] for n, v in z_pair.items()}
             data.update({n: v[i] for n, v in joint.observed.items()})
             tr_i = self._call_traced(poutine.condition(self.model, data=data), "on a single sample")
-            tr_i.compute_log_prob()
+            scored = set(self.latent_names + self.scored_observed)
+            tr_i.compute_log_prob(site_filter=lambda name, site: name in scored)
             for name in self.latent_names + self.scored_observed:
                 lp_single = tr_i.nodes[name]["log_prob"].sum()
                 lp_batch = pair_lp[name][p, i]

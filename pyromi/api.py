@@ -25,13 +25,19 @@ BOUNDS = {
     "iwae": ("available", "IWAE sandwich: lower and upper bounds from a proposal q(z|x)"),
     "ba": ("available", "Barber-Agakov lower bound E[log q(z|x) - log p(z)]"),
     "ais": ("available", "Multi-Sample AIS sandwich: annealed HMC chains from p(z) or q(z|x)"),
-    "giwae": ("planned", "GIWAE lower bound (issue 4)"),
-    "infonce": ("planned", "InfoNCE lower bound (issue 4)"),
-    "mine_dv": ("planned", "MINE Donsker-Varadhan lower bound (issue 4)"),
-    "mine_f": ("planned", "MINE-F / NWJ lower bound (issue 4)"),
-    "mine_ais": ("planned", "MINE-AIS energy-based lower bound (issue 4)"),
+    "giwae": ("available", "GIWAE lower bound: trained critic + proposal q(z|x), needs only p(z)"),
+    "infonce": ("available", "InfoNCE lower bound (GIWAE with q = p(z)), at most log K"),
+    "mine_dv": ("available", "MINE Donsker-Varadhan lower bound (trained critic)"),
+    "mine_f": ("available", "MINE-F / NWJ lower bound (trained critic)"),
+    "mine_ais": ("available", "MINE-AIS: energy-based critic, MCMC-trained, evaluated by AIS"),
     "mist": ("planned", "MIST learned estimator for samples only (issue 5)"),
 }
+
+
+#: default K per bound: proposal draws (iwae), chains (ais, mine_ais), contrastive samples (giwae,
+#: infonce) or product-of-marginals draws per x (mine_dv, mine_f)
+DEFAULT_PARTICLES = {"iwae": 1000, "ais": 16, "giwae": 64, "infonce": 64, "mine_dv": 16,
+                     "mine_f": 16, "mine_ais": 16}
 
 
 def _resolve_proposal(
@@ -73,6 +79,10 @@ def mutual_information(
     target_accept: float = 0.65,
     kernel=None,
     hook=None,
+    critic=None,
+    train_steps: int = 2000,
+    optim=None,
+    batch_size: int = 256,
     model_args: tuple = (),
     model_kwargs: dict | None = None,
     joint: JointSamples | None = None,
@@ -93,11 +103,14 @@ def mutual_information(
         model: a Pyro model callable; observed sites are sampled generatively.
         observed: observed site name(s).
         latent: latent site name(s); default all other sample sites.
-        bound: ``"iwae"`` (two-sided importance-sampling sandwich), ``"ba"`` (Barber-Agakov lower
-            bound) or ``"ais"`` (Multi-Sample AIS sandwich, tight at high MI).
-            ``"giwae"``, ``"infonce"``, ``"mine_*"`` and ``"mist"`` are planned and raise
-            ``NotImplementedError``.
-        guide: the proposal q(z | x). ``None`` uses the prior p(z). Otherwise a
+        bound: full joint density: ``"iwae"`` (two-sided importance-sampling sandwich) or
+            ``"ais"`` (Multi-Sample AIS sandwich, tight at high MI). Only p(z) needed (x is only
+            simulated, log p(x|z) is never evaluated; a critic and/or proposal is trained on
+            ``train_steps`` fresh batches, then the bound is evaluated on N fresh pairs):
+            ``"ba"`` (Barber-Agakov), ``"giwae"``, ``"infonce"``, ``"mine_dv"``, ``"mine_f"``,
+            ``"mine_ais"``. No density at all: ``"mist"``.
+        guide: the proposal q(z | x). ``None`` uses the prior p(z) (for ``ba`` and ``giwae``:
+            trains a fresh :class:`pyromi.AmortizedNormal`). Otherwise a
             :class:`pyromi.AmortizedNormal` (trained with :func:`pyromi.fit_proposal`), an amortised
             guide callable ``guide(x, *model_args, **model_kwargs)``, an ``AutoNormal`` instance built
             on ``ModelAdapter.conditioned_model(joint)`` (pass ``joint=`` too), or the ``AutoNormal``
@@ -117,6 +130,16 @@ def mutual_information(
             (same pilot-tuned frozen step sizes and masses; adaptation off). Hundreds of times
             slower than the default vectorised HMC; for cross-checks and as a fallback.
         hook: ``ais`` callback ``hook(t, info)`` called after each temperature with tensors.
+        critic, train_steps, optim, batch_size: known-marginal bounds (``ba`` without a guide,
+            ``giwae``, ``infonce``, ``mine_dv``, ``mine_f``, ``mine_ais``): the critic ``T(x, z)``
+            (an ``nn.Module`` called as ``critic(x (N, Dx), z (K, N, Dz)) -> (K, N)``; default a
+            concatenation MLP), training steps on fresh simulated pairs, a Pyro optimiser
+            (default Adam, lr 1e-3) and pairs per step. The bound is then evaluated on N fresh
+            pairs (or on ``joint``). For ``giwae``, ``guide`` may be an :class:`AmortizedNormal`
+            or an amortised guide (trained jointly). ``mine_ais`` is evaluated by Multi-Sample AIS
+            with ``num_steps``, ``schedule`` and ``num_leapfrog``. The trainer objects
+            (:class:`pyromi.GIWAE`, :class:`pyromi.MINE`, :class:`pyromi.MINEAIS`) give
+            ``.step()``/``.run()`` control and the training history.
         model_args, model_kwargs: passed to the model (and to guides).
         joint: pre-drawn :class:`~pyromi.adapter.JointSamples` to evaluate instead of fresh draws
             (reuse one batch across bounds, or pair with a site-wise guide).
@@ -137,12 +160,13 @@ def mutual_information(
     status, what = BOUNDS[bound]
     if status != "available":
         raise NotImplementedError(
-            f"bound={bound!r} ({what}) is not implemented yet; available now: 'iwae', 'ba', 'ais'."
+            f"bound={bound!r} ({what}) is not implemented yet; available now: "
+            + ", ".join(repr(b) for b, (st, _) in BOUNDS.items() if st == "available")
         )
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples (N) must be a positive int, got {num_samples!r}")
     if num_particles is None:
-        num_particles = 16 if bound == "ais" else 1000
+        num_particles = DEFAULT_PARTICLES.get(bound, 1000)
     if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
         raise ValueError(f"num_particles (K) must be a positive int, got {num_particles!r}")
     if max_batch is None:
@@ -161,6 +185,14 @@ def mutual_information(
                 f"kernel= must be a pyro.infer.mcmc.HMC or NUTS object (its class, step size and "
                 f"number of leapfrog steps are used), got {type(kernel).__name__}"
             )
+    if bound in KNOWN_MARGINAL or (bound == "ba" and guide is None and joint is None):
+        return _known_marginal(
+            model, observed, latent, bound=bound, guide=guide, critic=critic,
+            train_steps=train_steps, optim=optim, batch_size=batch_size, num_samples=num_samples,
+            num_particles=num_particles, num_steps=num_steps, schedule=schedule,
+            num_leapfrog=num_leapfrog, joint=joint, model_args=model_args,
+            model_kwargs=model_kwargs, device=device, dtype=dtype, seed=seed, progress=progress,
+        )
     if bound != "ais":
         ais_only = {
             "num_steps": num_steps != 1000,
@@ -179,6 +211,7 @@ def mutual_information(
         model_kwargs=model_kwargs,
         device=device,
         dtype=dtype,
+        likelihood=bound != "ba",  # BA needs only p(z) and q(z|x)
     )
     with seeded(seed, adapter.device):
         if joint is None:
@@ -209,8 +242,8 @@ def mutual_information(
             proposal = _resolve_proposal(guide, adapter, joint, guide_steps)
             if bound == "ba" and isinstance(proposal, PriorProposal):
                 warnings.warn(
-                    "bound='ba' with the prior as proposal is identically 0; pass guide= "
-                    "(e.g. a trained pyromi.AmortizedNormal) for an informative lower bound.",
+                    "bound='ba' with the prior as proposal is identically 0; pass a trained "
+                    "guide= (e.g. pyromi.AmortizedNormal), or leave guide=None to train one.",
                     stacklevel=2,
                 )
             est = importance_mi(
@@ -224,6 +257,43 @@ def mutual_information(
             )
     est.settings.update(seed=seed, guide_steps=guide_steps if isinstance(guide, type) else None)
     return est
+
+
+KNOWN_MARGINAL = ("giwae", "infonce", "mine_dv", "mine_f", "mine_ais")
+
+
+def _known_marginal(model, observed, latent, *, bound, guide, critic, train_steps, optim,
+                    batch_size, num_samples, num_particles, num_steps, schedule, num_leapfrog,
+                    joint, model_args, model_kwargs, device, dtype, seed, progress) -> MIEstimate:
+    """Train the critic (and proposal) on fresh simulated pairs, evaluate on N fresh pairs."""
+    from .estimators.known_marginal import GIWAE, MINE, MINEAIS
+
+    if not isinstance(train_steps, int) or isinstance(train_steps, bool) or train_steps < 0:
+        raise ValueError(f"train_steps must be an int >= 0, got {train_steps!r}")
+    kw = dict(critic=critic, optim=optim, batch_size=batch_size, model_args=model_args,
+              model_kwargs=model_kwargs, device=device, dtype=dtype,
+              seed=0 if seed is None else seed)
+    k = num_particles
+    with seeded(seed):
+        if bound == "ba":  # GIWAE with T = 0: train q(z|x) by maximising E log q(z*|x)
+            k = 1
+            kw.pop("critic")
+            trainer = GIWAE(model, observed, latent, critic=False, proposal="amortized",
+                            num_particles=1, **kw)
+        elif bound in ("giwae", "infonce"):
+            proposal = "prior" if bound == "infonce" else (guide if guide is not None else "amortized")
+            trainer = GIWAE(model, observed, latent, proposal=proposal, num_particles=k, **kw)
+        elif bound in ("mine_dv", "mine_f"):
+            trainer = MINE(model, observed, latent, variant=bound[5:], **kw)
+        else:
+            trainer = MINEAIS(model, observed, latent, **kw)
+        if joint is not None:
+            _check_joint(joint, trainer.adapter)
+        trainer.run(train_steps, progress=progress)
+        if bound == "mine_ais":
+            return trainer.evaluate(num_samples, k, num_steps, schedule=schedule,
+                                    num_leapfrog=num_leapfrog, joint=joint, progress=progress)
+        return trainer.evaluate(num_samples, k, joint=joint)
 
 
 def _check_joint(joint: JointSamples, adapter: ModelAdapter) -> None:

@@ -33,6 +33,10 @@ class MIEstimate:
         settings: everything else that determines the estimate (proposal, seed, device, ...).
         diagnostics: health figures (effective sample sizes, weights of z*, timings, ...).
         observed, latent: site names, for display.
+        point: a point estimate (MIST's median). When set, ``lower``/``upper`` are the ends of an
+            interval of coverage ``level`` around it (quantiles of a learned predictive
+            distribution), **not** bounds, and ``value`` returns ``point``.
+        level: the nominal coverage of ``[lower, upper]`` when ``point`` is set (e.g. 0.9).
     """
 
     lower: float | None
@@ -48,6 +52,8 @@ class MIEstimate:
     diagnostics: dict[str, Any] = field(default_factory=dict, repr=False)
     observed: tuple[str, ...] = ("x",)
     latent: tuple[str, ...] = ("z",)
+    point: float | None = None
+    level: float | None = None
 
     @classmethod
     def from_terms(
@@ -84,7 +90,10 @@ class MIEstimate:
 
     @property
     def value(self) -> float:
-        """The single bound when one-sided; the midpoint of the sandwich when two-sided."""
+        """The point estimate if there is one; else the single bound when one-sided, or the
+        midpoint of the sandwich when two-sided."""
+        if self.point is not None:
+            return self.point
         if self.lower is not None and self.upper is not None:
             return 0.5 * (self.lower + self.upper)
         v = self.lower if self.lower is not None else self.upper
@@ -123,6 +132,7 @@ class MIEstimate:
 
         return replace(
             self,
+            point=sc(self.point),
             lower=sc(self.lower),
             upper=sc(self.upper),
             lower_se=sc(self.lower_se),
@@ -143,6 +153,12 @@ class MIEstimate:
         what = f"I({', '.join(self.observed)}; {', '.join(self.latent)})"
         k = "" if self.num_particles is None else f", K={self.num_particles}"
         cfg = f"({self.bound}, N={self.num_samples}{k})"
+        if self.point is not None:
+            lvl = "" if self.level is None else f"{100 * self.level:.0f}% "
+            return (
+                f"{what} ~= {_fmt(self.point)} {self.units}, {lvl}interval "
+                f"[{_fmt(self.lower)}, {_fmt(self.upper)}] {cfg}"
+            )
         if self.lower is not None and self.upper is not None:
             body = f"in [{_fmt(self.lower)}, {_fmt(self.upper)}] {self.units}"
             se = f"; s.e. {_fmt(self.lower_se)} / {_fmt(self.upper_se)}"

@@ -19,6 +19,10 @@ from pyromi.models import LinearGaussian
 
 Z_SCORE = 3.0
 
+# Test tensors are small: a second intra-op thread gains nothing, and on a loaded machine OpenMP
+# oversubscription makes small ops 10-20x slower.
+torch.set_num_threads(1)
+
 
 def paired_se(d: torch.Tensor) -> float:
     d = d.double()

@@ -26,6 +26,8 @@ from ..critics import check_critic_output, default_critic
 from ..errors import PyromiError
 from ..ops import standard_error
 from ..proposals.amortized import AmortizedNormal
+from ..proposals.base import Proposal
+from ..proposals.guide import GuideProposal
 from ..result import MIEstimate
 from ..samplers.ais import AnnealingPath
 from ..samplers.hmc import DensityTerms, hmc_step, tempered_state
@@ -50,11 +52,13 @@ class _CriticTrainer:
         batch_size: int = 256,
         model_args: tuple = (),
         model_kwargs: dict | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         seed: int | None = 0,
     ) -> None:
         self.adapter = ModelAdapter(
-            model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, seed=seed,
-            likelihood=False,
+            model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
+            device=device, dtype=dtype, seed=seed, likelihood=False,
         )
         a = self.adapter
         self.x_dim = sum(math.prod(a.sites[n].local_shape) for n in a.observed_names)
@@ -147,12 +151,17 @@ class _CriticTrainer:
 class GIWAE(_CriticTrainer):
     """GIWAE lower bound with a critic T and a proposal q(z|x) trained jointly.
 
-    ``proposal="amortized"`` (default) trains an :class:`AmortizedNormal`; ``proposal="prior"``
-    gives InfoNCE (negatives from p(z), no BA term); any :class:`AmortizedNormal` can be passed.
-    ``critic=None`` builds a default concatenation critic; ``critic=False`` fixes T = 0, which
-    gives Barber-Agakov.
+    ``I_GIWAE = E[log q(z*|x) - log p(z*) + T(x, z*) - LME(T(x, z*), T(x, z_2), ..., T(x, z_K))]``
+    with z_2..z_K ~ q(z|x) (bounds.md 2.5).
 
     Args:
+        proposal: ``"amortized"`` (default) trains a fresh :class:`AmortizedNormal`; ``"prior"``
+            gives InfoNCE (negatives from p(z), no BA term); an :class:`AmortizedNormal` is trained
+            jointly; an amortised Pyro guide ``guide(x)`` (see :class:`GuideProposal`) is trained
+            jointly when it is an ``nn.Module`` (e.g. a ``PyroModule``) and held fixed otherwise.
+            Its draws must be reparameterised for q to learn from the contrastive term.
+        critic: an ``nn.Module`` ``T(x, z)``; None builds a default concatenation critic;
+            ``False`` fixes T = 0, which gives Barber-Agakov.
         num_particles: K (1 positive + K - 1 negatives) used in training.
     """
 
@@ -164,42 +173,55 @@ class GIWAE(_CriticTrainer):
         super().__init__(model, observed, latent, critic=None if critic is False else critic, **kw)
         if self._no_critic:
             self.critic = _ZeroCritic()
+        self._trainable_proposal: nn.Module | None = None
         if isinstance(proposal, str):
             if proposal == "prior":
                 self.proposal = None
                 self.bound = "infonce"
             elif proposal == "amortized":
                 self.proposal = AmortizedNormal(self.adapter, seed=0)
+                self._trainable_proposal = self.proposal
             else:
-                raise ValueError(f"proposal must be 'amortized', 'prior' or an AmortizedNormal, got {proposal!r}")
+                raise ValueError(
+                    f"proposal must be 'amortized', 'prior', an AmortizedNormal or an amortised "
+                    f"guide, got {proposal!r}"
+                )
         elif isinstance(proposal, AmortizedNormal):
             self.proposal = proposal.bind(self.adapter)
+            self._trainable_proposal = self.proposal
+        elif isinstance(proposal, Proposal):
+            if not proposal.has_density:
+                raise PyromiError(f"GIWAE needs a proposal with a density q(z|x); {proposal!r} has none")
+            self.proposal = proposal.bind(self.adapter)
+            guide = getattr(proposal, "guide", None)
+            self._trainable_proposal = guide if isinstance(guide, nn.Module) else None
+        elif callable(proposal) and not isinstance(proposal, type):
+            self.proposal = GuideProposal(proposal).bind(self.adapter)
+            self._trainable_proposal = proposal if isinstance(proposal, nn.Module) else None
         else:
             raise PyromiError(
-                f"GIWAE needs a reparameterised proposal with a density: an AmortizedNormal, "
-                f"'amortized' or 'prior'; got {type(proposal).__name__}"
+                f"GIWAE needs a proposal with a density q(z|x): 'amortized', 'prior', an "
+                f"AmortizedNormal or an amortised guide callable guide(x); got {type(proposal).__name__}"
             )
         if self._no_critic:
             self.bound = "ba"
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        if not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
         self.num_particles = num_particles
 
     def parameters(self):
         params = super().parameters()
-        if self.proposal is not None:
-            params += [p for p in self.proposal.parameters() if p.requires_grad]
+        if self._trainable_proposal is not None:
+            params += [p for p in self._trainable_proposal.parameters() if p.requires_grad]
         return params
 
     def _negatives(self, observed, k: int):
-        """K - 1 negatives per x: reparameterised draws of q (or prior draws)."""
+        """K - 1 negatives per x: reparameterised draws of q (or prior draws), ``(k, N) + shape``."""
         if k == 0:
             return None
         if self.proposal is None:
             return self.adapter.sample_prior(k, observed, score_prior=False).latent
-        loc, scale = self.proposal(observed)
-        u = loc + scale * torch.randn((k,) + loc.shape, dtype=loc.dtype, device=loc.device)
-        return self.adapter.constrain(u, observed)
+        return self.proposal.sample(self.adapter, observed, k).evaluation.latent
 
     def terms(self, joint: JointSamples, num_particles: int) -> torch.Tensor:
         """Per-sample GIWAE terms on ``joint`` with K = ``num_particles`` (differentiable)."""
@@ -218,12 +240,13 @@ class GIWAE(_CriticTrainer):
         return self.terms(joint, self.num_particles).mean()
 
     def evaluate(self, num_samples: int = 1000, num_particles: int | None = None, *,
-                 seed: int | None = None) -> MIEstimate:
-        """The bound on ``num_samples`` fresh joint pairs (not used in training)."""
+                 seed: int | None = None, joint: JointSamples | None = None) -> MIEstimate:
+        """The bound on ``num_samples`` fresh joint pairs (not used in training), or on ``joint``."""
         k = num_particles or self.num_particles
         t0 = time.perf_counter()
         with seeded(seed, self.adapter.device), torch.no_grad(), pyro.validation_enabled(False):
-            joint = self.adapter.sample_joint(num_samples)
+            if joint is None:
+                joint = self.adapter.sample_joint(num_samples)
             lower = self.terms(joint, k)
         return self._estimate(lower, joint, k, {"proposal": self.bound},
                               {"seconds": time.perf_counter() - t0, "log_K": math.log(k)})
@@ -274,11 +297,14 @@ class MINE(_CriticTrainer):
         return surrogate - surrogate.detach() + value
 
     def evaluate(self, num_samples: int = 1000, num_particles: int = 16, *,
-                 seed: int | None = None, num_blocks: int = 10) -> MIEstimate:
-        """The bound on fresh pairs: N joint pairs and N x K product pairs."""
+                 seed: int | None = None, num_blocks: int = 10,
+                 joint: JointSamples | None = None) -> MIEstimate:
+        """The bound on fresh pairs: N joint pairs (or ``joint``) and N x K product pairs (each x
+        with K fresh prior draws)."""
         t0 = time.perf_counter()
         with seeded(seed, self.adapter.device), torch.no_grad(), pyro.validation_enabled(False):
-            joint = self.adapter.sample_joint(num_samples)
+            if joint is None:
+                joint = self.adapter.sample_joint(num_samples)
             pos, neg = self.scores(joint, num_particles)
         pos, neg = pos.double(), neg.double()
         if self.variant == "f":
@@ -308,38 +334,57 @@ class EnergyPath(AnnealingPath):
 
 
 class MINEAIS(_CriticTrainer):
-    """MINE-AIS: energy-based posterior ``q_T(z|x) ∝ p(z) e^{T(x,z)}``.
+    """MINE-AIS: energy-based posterior ``q_T(z|x) ∝ p(z) e^{T(x,z)}`` (bounds.md 2.8).
 
     Training maximises ``I_EBM = E_joint T - E_x log Z_T(x)`` with the contrastive-divergence
-    gradient ``E_joint grad T - E_x E_{q_T(z|x)} grad T``; negatives come from ``mcmc_steps`` HMC
-    transitions on ``p(z) e^T`` started at the positive z* (vectorised, step size adapted online).
-    Evaluation is Multi-Sample AIS from p(z) to p(z) e^T with one backward chain from the true z*:
-    ``T(x, z*) - LME(log w_bwd, log w_1..w_{K-1})``, a valid lower bound for any T and K.
+    gradient ``E_joint grad T - E_x E_{q_T(z|x)} grad T``. Negatives are short-run vectorised HMC
+    chains on ``p(z) e^T`` (the AIS engine's transition, in the unconstrained space):
+
+    * ``negatives="data"`` (default): chains start at the positive z*, an exact posterior sample
+      for its x (contrastive divergence; at the optimum q_T = p(z|x) they are already stationary);
+    * ``negatives="prior"``: chains start at fresh prior draws (short-run MCMC; needs more
+      ``mcmc_steps`` at high MI).
+
+    The step size is adapted online toward acceptance 0.65 (a device tensor, no host sync); this
+    only affects training. Evaluation is Multi-Sample AIS from p(z) to p(z) e^T with one backward
+    chain from the true z*: ``T(x, z*) - LME(log w_bwd, log w_1..w_{K-1})``, a valid lower bound
+    for any T, K and number of annealing steps.
     """
 
     bound = "mine_ais"
 
     def __init__(self, model, observed, latent=None, *, mcmc_steps: int = 10,
-                 num_leapfrog: int = 5, **kw) -> None:
+                 num_leapfrog: int = 5, negatives: str = "data", **kw) -> None:
         super().__init__(model, observed, latent, **kw)
+        if negatives not in ("data", "prior"):
+            raise ValueError(f"negatives must be 'data' (chains from z*) or 'prior', got {negatives!r}")
+        if not isinstance(mcmc_steps, int) or mcmc_steps < 1:
+            raise ValueError(f"mcmc_steps must be an int >= 1, got {mcmc_steps!r}")
+        if not isinstance(num_leapfrog, int) or num_leapfrog < 1:
+            raise ValueError(f"num_leapfrog must be an int >= 1, got {num_leapfrog!r}")
         self.mcmc_steps = mcmc_steps
         self.num_leapfrog = num_leapfrog
-        self._log_eps = 0.0
+        self.negatives_from = negatives
+        self._log_eps = torch.zeros((), dtype=self.adapter.dtype, device=self.adapter.device)
 
     def negatives(self, joint: JointSamples) -> dict[str, torch.Tensor]:
-        """Short-run HMC draws from ``p(z) e^{T(x, z)}`` started at z* (detached)."""
+        """Short-run HMC draws from ``p(z) e^{T(x, z)}``, one per x (detached), ``(1, N) + shape``."""
         path = EnergyPath(self, joint.observed)
         with torch.no_grad():
-            u, _ = self.adapter.unconstrain({k: v.unsqueeze(0) for k, v in joint.latent.items()},
-                                            joint.observed)
+            if self.negatives_from == "data":
+                start = {k: v.unsqueeze(0) for k, v in joint.latent.items()}
+            else:
+                start = self.adapter.sample_prior(1, joint.observed, score_prior=False).latent
+            u, _ = self.adapter.unconstrain(start, joint.observed)
         state = tempered_state(u, path.density_terms)
         one = torch.ones((), dtype=u.dtype, device=u.device)
         inv_mass = torch.ones_like(u[0])
         for _ in range(self.mcmc_steps):
-            eps = torch.full(u.shape[:2], math.exp(self._log_eps), dtype=u.dtype, device=u.device)
+            eps = self._log_eps.exp().expand(u.shape[:2])
             state, info = hmc_step(state, path.density_terms, one, eps, inv_mass, self.num_leapfrog)
             # training only: adapting online does not affect the validity of the evaluation
-            self._log_eps += 0.1 * (float(info.accept_prob.mean()) - 0.65)
+            acc = info.accept_prob.mean().to(self._log_eps.dtype)
+            self._log_eps = (self._log_eps + 0.1 * (acc - 0.65)).clamp(-12.0, 3.0)
         return {k: v.detach() for k, v in self.adapter.constrain(state.u, joint.observed).items()}
 
     def objective(self, joint):
