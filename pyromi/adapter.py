@@ -90,6 +90,10 @@ class ModelEvaluation(NamedTuple):
     log_prior: torch.Tensor | None
     log_likelihood: torch.Tensor
     log_abs_det_jacobian: torch.Tensor
+    #: per-site log densities ``(C, N)`` of the scored sites (latent: ``log p(z_s | parents)``)
+    site_log_probs: dict[str, torch.Tensor] | None = None
+    #: per-site ``log|dT_s/du_s|`` ``(C, N)`` of the unconstrained latent sites (identity: absent)
+    site_log_abs_det_jacobian: dict[str, torch.Tensor] | None = None
 
 
 def _sum_trailing(t: torch.Tensor, lead: int) -> torch.Tensor:
@@ -152,14 +156,16 @@ class _Evaluate(Messenger):
         self.values: dict[str, torch.Tensor] = {}
         self.unconstrained: dict[str, torch.Tensor] = {}
         self.site_log_probs: dict[str, torch.Tensor] = {}
+        self.site_ladj: dict[str, torch.Tensor] = {}
         self.log_abs_det_jacobian: torch.Tensor | float = 0.0
 
-    def _add_ladj(self, transform, u, value, event_dim) -> None:
+    def _add_ladj(self, name, transform, u, value, event_dim) -> None:
         if _is_identity(transform):
             return
         ladj = transform.log_abs_det_jacobian(u, value)
-        ladj = sum_rightmost(ladj, ladj.dim() - (value.dim() - event_dim))
-        self.log_abs_det_jacobian = self.log_abs_det_jacobian + _sum_trailing(ladj, 2)
+        ladj = _sum_trailing(sum_rightmost(ladj, ladj.dim() - (value.dim() - event_dim)), 2)
+        self.site_ladj[name] = ladj
+        self.log_abs_det_jacobian = self.log_abs_det_jacobian + ladj
 
     def _pyro_sample(self, msg) -> None:
         name = msg["name"]
@@ -172,7 +178,7 @@ class _Evaluate(Messenger):
             transform = biject_to(fn.support)
             u = self.unconstrained_in[name]
             msg["value"] = transform(u)
-            self._add_ladj(transform, u, msg["value"], fn.event_dim)
+            self._add_ladj(name, transform, u, msg["value"], fn.event_dim)
             msg["done"] = True
         elif name in self.latent:
             msg["value"] = self.latent[name]
@@ -192,7 +198,7 @@ class _Evaluate(Messenger):
                 transform = biject_to(fn.support)
                 u = transform.inv(value)
                 self.unconstrained[name] = u
-                self._add_ladj(transform, u, value, fn.event_dim)
+                self._add_ladj(name, transform, u, value, fn.event_dim)
             if not self.score_prior:
                 return
         lp = scale_and_mask(fn.log_prob(value), msg["scale"], msg["mask"])
@@ -697,7 +703,8 @@ class ModelAdapter:
                          ev.values[self.latent_names[0]])
         ladj = torch.as_tensor(ev.log_abs_det_jacobian, device=log_lik.device)
         ladj = ladj.to(log_lik.dtype).expand(ev.lead_shape)
-        return ModelEvaluation(latent if latent is not None else ev.values, log_prior, log_lik, ladj)
+        return ModelEvaluation(latent if latent is not None else ev.values, log_prior, log_lik, ladj,
+                               ev.site_log_probs, ev.site_ladj)
 
     def log_density(
         self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]

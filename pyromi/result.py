@@ -162,6 +162,8 @@ class MIEstimate:
         if self.lower is not None and self.upper is not None:
             body = f"in [{_fmt(self.lower)}, {_fmt(self.upper)}] {self.units}"
             se = f"; s.e. {_fmt(self.lower_se)} / {_fmt(self.upper_se)}"
+            if self.lower > self.upper:  # both are estimates of bounds: they can cross by MC error
+                se += f"; {self._crossing_note()}"
         elif self.lower is not None:
             body = f">= {_fmt(self.lower)} {self.units}"
             se = f"; s.e. {_fmt(self.lower_se)}"
@@ -171,6 +173,19 @@ class MIEstimate:
         return f"{what} {body} {cfg[:-1]}{se})"
 
     __str__ = __repr__
+
+    def _crossing_note(self) -> str:
+        """Say whether lower > upper is within the Monte Carlo error of the paired difference."""
+        from .ops import standard_error
+
+        gap = self.lower - self.upper
+        if "lower" in self.terms and "upper" in self.terms:
+            se = standard_error(self.terms["lower"] - self.terms["upper"])
+        else:
+            se = math.hypot(self.lower_se or 0.0, self.upper_se or 0.0)
+        if gap <= 3 * se + 1e-12:
+            return "the estimates cross within Monte Carlo error: the sandwich is tight"
+        return "the estimates cross by more than Monte Carlo error: check the diagnostics"
 
 
 def _to_inference_data(diagnostics: dict, terms: dict, attrs: dict):

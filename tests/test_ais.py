@@ -42,6 +42,20 @@ def test_t1_is_iwae_with_a_guide_start(toy):
     torch.testing.assert_close(ais.terms["upper"], iw.terms["upper"], atol=1e-6, rtol=0)
 
 
+def test_guide_start_keeps_a_float32_model_in_float32(toy32):
+    """A user guide's log q is float64; the annealed state must stay in the model's dtype."""
+    guide = toy32.posterior_guide(2.0)
+
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(toy32.dz), 1.0).to_event(1))
+        assert z.dtype == torch.float32, z.dtype
+        pyro.sample("x", dist.Normal(z @ toy32.W.T, toy32.sigma).to_event(1))
+
+    est = mutual_information(model, "x", start=guide, bound="ais", num_samples=16,
+                             num_particles=4, num_steps=20, seed=0, progress=False)
+    assert math.isfinite(est.lower) and math.isfinite(est.upper)
+
+
 def test_k1_is_bdmc(toy):
     joint = _joint(toy.model, 32, seed=4)
     est = mutual_information(toy.model, "x", joint=joint, num_particles=1, num_steps=20, seed=5, **AIS)

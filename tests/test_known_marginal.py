@@ -99,6 +99,12 @@ def test_mine_ais_with_log_likelihood_critic_is_the_ais_lower_bound(toy):
     ais = mutual_information(toy.model, "x", bound="ais", joint=joint, num_particles=4,
                              num_steps=30, seed=7, progress=False)
     torch.testing.assert_close(est.terms["lower"], ais.terms["lower"], atol=1e-8, rtol=0)
+    # the same in blocks of 8 samples (memory bound), each block with its own frozen kernels
+    est = m.evaluate(num_particles=4, num_steps=30, seed=7, joint=joint, max_batch=40)
+    ais = mutual_information(toy.model, "x", bound="ais", joint=joint, num_particles=4,
+                             num_steps=30, seed=7, progress=False, max_batch=40)
+    assert est.settings["sample_chunk"] == ais.settings["sample_chunk"] == 8
+    torch.testing.assert_close(est.terms["lower"], ais.terms["lower"], atol=1e-8, rtol=0)
 
 
 class Bilinear(nn.Module):

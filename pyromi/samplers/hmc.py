@@ -50,7 +50,11 @@ class TemperedState(NamedTuple):
         return self.base + beta * self.tilt
 
     def grad_log_density(self, beta: torch.Tensor) -> torch.Tensor:
-        """``grad base + beta * grad tilt``; ``beta`` broadcasts against ``(C, N)``."""
+        """``grad base + beta * grad tilt``; ``beta`` broadcasts against ``(C, N)``.
+
+        Computed in the dtype of the positions (the density terms may be float64, e.g. a guide's
+        log q, but the state must keep the model's dtype)."""
+        beta = torch.as_tensor(beta, device=self.u.device).to(self.grad_tilt.dtype)
         return self.grad_base + beta.unsqueeze(-1) * self.grad_tilt
 
 
