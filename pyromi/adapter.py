@@ -250,6 +250,9 @@ class ModelAdapter:
         likelihood: False for models whose observation density p(x|z) is unavailable or must not
             be used (implicit simulators, the known-marginal bounds): observed sites are then only
             sampled and conditioned, never scored, and ``log_likelihood`` is returned as zeros.
+        densities: False for samples only (MIST): no site is ever scored (``log_prior`` and
+            ``log_likelihood`` are zeros) and the checks that need densities are skipped; the
+            site, shape, device and vectorisation-by-shape checks remain.
     """
 
     def __init__(
@@ -265,6 +268,7 @@ class ModelAdapter:
         max_plate_nesting: int | None = None,
         seed: int | None = 0,
         likelihood: bool = True,
+        densities: bool = True,
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
@@ -275,7 +279,8 @@ class ModelAdapter:
         if not observed_names:
             raise SiteError("observed= must name at least one observed sample site, e.g. observed='x'")
         latent_names = _as_names(latent, "latent")
-        self.likelihood = likelihood
+        self.densities = densities
+        self.likelihood = likelihood and densities
         self.requested_device = None if device is None else torch.device(device)
         if self.requested_device is not None and self.requested_device.type == "cuda":
             if not torch.cuda.is_available():
@@ -286,6 +291,7 @@ class ModelAdapter:
         self.requested_dtype = dtype
         with seeded(seed, self.requested_device):
             prototype = self._prototype_trace()
+            self._prototype = prototype
             self._inspect(prototype, observed_names, latent_names, max_plate_nesting)
             self._probe()
 
@@ -430,14 +436,21 @@ class ModelAdapter:
                     f"them to latent= (giving I(x; {', '.join(latent + others)})) or marginalise "
                     "them inside the model."
                 )
-        for name in latent + (observed if self.likelihood else []):
-            self._check_density(name, sample_sites[name], name in latent)
+        if self.densities:
+            for name in latent + (observed if self.likelihood else []):
+                self._check_density(name, sample_sites[name], name in latent)
         for name in latent:
             fn = sample_sites[name]["fn"]
             if fn.support.is_discrete or getattr(fn, "has_enumerate_support", False):
+                why = (
+                    "these bounds need continuous latents (importance weights over densities, "
+                    "HMC moves)"
+                    if self.densities
+                    else "MIST is trained on continuous data (ties from discrete values are "
+                    "outside its training domain)"
+                )
                 raise SiteError(
-                    f"latent site '{name}' is discrete ({type(fn).__name__}): these bounds need "
-                    "continuous latents (importance weights over densities, HMC moves). "
+                    f"latent site '{name}' is discrete ({type(fn).__name__}): {why}. "
                     "Marginalise it in the model, e.g. replace a discrete mixture indicator by "
                     "dist.MixtureSameFamily(dist.Categorical(probs), components)."
                 )
@@ -562,6 +575,19 @@ class ModelAdapter:
         self._offsets = offsets
         self.latent_dim = start
 
+        if not self.densities:
+            # without densities, vectorisation is checked by shape: under the sample plate every
+            # site must keep the shape it has in a plain run (left-padded to the model's plates)
+            for name in self.observed_names + self.latent_names:
+                plain = self._prototype.nodes[name]["value"].shape
+                if math.prod(plain) != math.prod(self.sites[name].local_shape):
+                    raise VectorizationError(
+                        f"site '{name}' has shape {tuple(plain)} in a plain run but "
+                        f"{tuple(self.sites[name].local_shape)} per sample under pyromi's sample "
+                        "plate: the model mixes values across leading batch dimensions. Write it so "
+                        "that it broadcasts over leading dimensions (z[..., i], dim=-1)."
+                    )
+            return
         # vectorisation: a batched evaluation must equal evaluating each sample on its own
         perm = torch.tensor([1, 2, 0], device=joint.log_prior.device)
         # particle 0 = each sample's own z*, particle 1 = another sample's z*
@@ -670,6 +696,12 @@ class ModelAdapter:
                         f"outer plate of size {num_samples}: it ignores leading batch dimensions. "
                         "Make the model broadcast over leading dimensions."
                     )
+        if not self.densities:
+            observed = {n: tr.nodes[n]["value"].detach() for n in self.observed_names}
+            latent = {n: tr.nodes[n]["value"].detach() for n in self.latent_names}
+            some = latent[self.latent_names[0]]
+            zeros = torch.zeros(num_samples, dtype=some.dtype, device=some.device)
+            return JointSamples(observed, latent, zeros, zeros)
         log_prior, log_lik = self._split(tr, (num_samples,))
         bad = [
             n

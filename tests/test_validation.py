@@ -190,10 +190,28 @@ def test_requested_dtype_differs_from_model():
         ModelAdapter(gauss, "x", dtype=torch.float64)
 
 
-@pytest.mark.parametrize("bound", ["mist"])
-def test_planned_bounds_raise_not_implemented(bound):
-    with pytest.raises(NotImplementedError, match=f"bound='{bound}'.*not implemented yet"):
-        mutual_information(gauss, "x", bound=bound)
+def test_samples_only_adapter_scores_nothing_and_still_checks_shapes():
+    def simulator():  # no site has a density
+        z = pyro.sample("z", _NoLogProb(torch.zeros(2)))
+        pyro.sample("x", _NoLogProb(z))
+
+    adapter = ModelAdapter(simulator, "x", densities=False)
+    joint = adapter.sample_joint(5)
+    assert joint.observed["x"].shape == (5, 2) and bool((joint.log_prior == 0).all())
+
+    def mixes():
+        z = pyro.sample("z", _NoLogProb(torch.zeros(2)))
+        pyro.sample("x", _NoLogProb(z.reshape(-1)))  # folds the sample dimension into x
+
+    with pytest.raises(VectorizationError, match="site 'x'"):
+        ModelAdapter(mixes, "x", densities=False)
+
+    def discrete():
+        z = pyro.sample("z", dist.Bernoulli(0.5))
+        pyro.sample("x", dist.Normal(z, 1.0))
+
+    with pytest.raises(SiteError, match="MIST is trained on continuous data"):
+        ModelAdapter(discrete, "x", densities=False)
 
 
 def test_unknown_bound_lists_choices():
