@@ -29,7 +29,7 @@ Methods:
         full X and Y blocks: a point estimate without an interval; biased low in high dimension.
   cca   Gaussian MI from canonical correlations: exact for jointly Gaussian data only.
 
-{UNITS} Neither method is a bound: for bounds from a model's densities use the Python API
+{UNITS} None of these methods gives a bound: for bounds from a model's densities use the Python API
 (pyromi.mutual_information with bound='ais', 'iwae', 'giwae', ...).
 """
 
@@ -116,8 +116,10 @@ def run_estimate(args) -> int:
         from .mist import load_pretrained
 
         pre = load_pretrained()
-        print(f"MIST weights {pre.name} (sha256 {pre.sha256[:12]}...): {pre.describe_domain()}"
-              if hasattr(pre, "describe_domain") else f"MIST weights {pre.name}: {pre.config}")
+        cfg = pre.config.to_dict()
+        print(f"MIST weights {pre.name} (sha256 {pre.sha256[:16]}...): 1..{cfg['d_max']} columns "
+              f"per side (dx != dy allowed), n >= {cfg['n_min']} rows (above {cfg['n_max']}: "
+              f"subsample-and-combine), inputs normalised by {cfg['norm']}; values in nats.")
         return 0
     if args.file is None or args.x is None or args.y is None:
         raise SystemExit("error: pyromi estimate FILE --x COLS --y COLS (see --help)")
