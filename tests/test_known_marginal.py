@@ -123,10 +123,12 @@ def test_mine_dv_reports_a_valid_bound_where_the_plug_in_overshoots(toy):
     above the truth; the reported value, the NWJ bound of T shifted by an independently estimated
     log-partition, does not."""
     m = MINE(toy.model, "x", critic=LogRatio(toy), variant="dv")
-    est = m.evaluate(256, 16, seed=0)
+    with pytest.warns(UserWarning, match="standard error.*bound='mine_ais'"):
+        est = m.evaluate(256, 16, seed=0)
     truth = toy.mutual_information()
     assert est.diagnostics["dv_plugin"] > truth + 2.0
     assert est.lower <= truth + 3 * est.lower_se
+    assert "mine_ais" in est.diagnostics["advice"]
 
 
 class Bilinear(nn.Module):

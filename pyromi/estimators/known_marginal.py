@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import pyro
@@ -324,7 +325,18 @@ class MINE(_CriticTrainer):
             diagnostics["dv_plugin"] = float(mine_dv(pos, neg))
             diagnostics["log_partition"] = float(log_z)
         diagnostics["seconds"] = time.perf_counter() - t0
-        return self._estimate(lower, joint, num_particles, {"variant": self.variant}, diagnostics)
+        est = self._estimate(lower, joint, num_particles, {"variant": self.variant}, diagnostics)
+        if not est.lower_se < max(1.0, 0.5 * abs(est.lower)):
+            msg = (
+                f"the {self.bound} estimate {est.lower:.4g} nats has a standard error of "
+                f"{est.lower_se:.3g}: a few product pairs (x, z') with a large e^T dominate it. The "
+                "critic's log-partition log E_{p(x)p(z)} e^T needs about e^I samples to estimate, "
+                "so at high MI this bound is unusable (though still valid). Use bound='mine_ais', "
+                "which estimates a log-partition per x by annealed importance sampling."
+            )
+            est.diagnostics["advice"] = msg
+            warnings.warn(msg, stacklevel=2)
+        return est
 
 
 class EnergyPath(AnnealingPath):
