@@ -1,5 +1,6 @@
 """The README's main job: `python -m pyromi demo` prints bounds that bracket the truth."""
 
+import os
 import re
 import subprocess
 import sys
@@ -37,8 +38,10 @@ def test_demo_function_brackets_the_truth():
 
 
 def test_demo_command_line():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # small tensors: one thread (see conftest)
     out = subprocess.run([sys.executable, "-m", "pyromi", "demo", "-N", "64", "-K", "200",
-                          "--train-steps", "300"], capture_output=True, text=True, timeout=300)
+                          "--train-steps", "300"], capture_output=True, text=True, timeout=300,
+                         env=env)
     assert out.returncode == 0, out.stderr
     assert "closed-form I(x; z)" in out.stdout
     row = next(line for line in out.stdout.splitlines() if line.startswith("iwae, AmortizedNormal"))
