@@ -1,0 +1,344 @@
+"""MIST: an amortised, learned estimator of I(X; Y) from samples alone, with quantile intervals.
+
+    from pyromi import mist
+    est = mist.estimate(x, y)          # x (n, dx), y (n, dy): numpy or torch; dx != dy allowed
+    est.value, est.lower, est.upper    # median and a 90% interval (nats); level= to change
+
+A permutation-invariant set transformer reads the whole sample (after a per-column rank ->
+normal-score transform) and outputs quantiles of the MI; it was trained on synthetic
+distributions with closed-form MI (:mod:`pyromi.mist.families`) and ships pretrained
+(``pyromi/mist/weights``), loaded with ``torch.load(weights_only=True)`` after a SHA-256 check.
+No density is needed, so it also serves implicit simulators and models with intractable
+likelihoods.
+
+Supported input domain (the trained range of the shipped weights; see :func:`load_pretrained`):
+``1 <= dx, dy <= d_max`` (an error beyond), ``n >= n_min`` (an error below). Samples larger than
+``n_max`` are split at random into ``B = ceil(n / n_max)`` near-equal blocks, each block is
+encoded and passed through the network in one padded batch, and the block quantiles are combined
+on the ``log(1 + I)`` scale: the median is the mean of the block medians, and the distance from
+the median to each interval end is the mean block distance times ``s B^-gamma``, with ``gamma``
+calibrated on validation families at ``n > n_max`` (recorded in the weights' JSON).
+
+Interval calibration: the distances from the median to the interval ends (``log(1 + I)`` scale)
+are multiplied by a split-conformal factor ``s(level, n)`` fitted on fresh sets of the validation
+families (disjoint from the test families), per n-bin; see :func:`pyromi.mist.train.calibrate`.
+
+The interval is a predictive interval under the training meta-prior (quantile regression on the
+true MI), not a frequentist confidence interval; its coverage of the true MI was measured on test
+families (see ``benchmarks/bench_mist.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import PyromiError
+from ..result import MIEstimate
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "Pretrained",
+    "WeightsError",
+    "load_pretrained",
+    "load_checkpoint",
+    "quantiles",
+    "estimate",
+    "estimate_from_samples",
+]
+
+#: Name of the shipped checkpoint used by default (``weights/<name>.pt`` and ``<name>.json``).
+DEFAULT_WEIGHTS = "mist-small"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+_CACHE: dict[str, "Pretrained"] = {}
+
+
+class WeightsError(PyromiError):
+    """The MIST weights are missing, corrupt (SHA-256 mismatch) or inconsistent with their config."""
+
+
+@dataclass
+class Pretrained:
+    """A loaded MIST network with its configuration and metadata.
+
+    Attributes:
+        net: the :class:`~pyromi.mist.model.MISTNet` in eval mode.
+        config: its :class:`~pyromi.mist.model.MISTConfig` (``d_max``, ``n_min``, ``n_max``, ``norm``...).
+        name: weights name (or the checkpoint path).
+        sha256: SHA-256 of the ``.pt`` file.
+        meta: the JSON record (training summary, calibration).
+    """
+
+    net: Any
+    config: Any
+    name: str
+    sha256: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def gamma(self) -> float:
+        """Exponent of the block-count shrinkage of subsample-and-combine intervals."""
+        return float(self.meta.get("calibration", {}).get("combine_gamma", 0.5))
+
+    def scale_for(self, level: float, n: int) -> float:
+        """Multiplier of the median-to-end distances (log(1 + I) scale) for an interval of coverage
+        ``level`` from a (block) sample of size ``n``: the validation-calibrated scale of n's bin,
+        interpolated linearly in the level (constant beyond the calibrated levels); 1 when the
+        metadata has no calibration."""
+        cal = self.meta.get("calibration", {})
+        if not cal.get("levels"):
+            return 1.0
+        scales = np.asarray(cal["scales"], dtype=np.float64)  # (levels, bins)
+        if scales.ndim == 1:
+            scales = scales[:, None]
+        edges = cal.get("n_edges", [0, math.inf])
+        b = int(np.clip(np.searchsorted(edges, n, side="right") - 1, 0, scales.shape[1] - 1))
+        return float(np.interp(level, cal["levels"], scales[:, b]))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _build(state: dict, name: str, sha: str, meta: dict) -> Pretrained:
+    from .model import MISTConfig, MISTNet
+
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise WeightsError(f"{name}: expected a dict with 'model' (state_dict) and 'config'; re-export the checkpoint")
+    cfg = MISTConfig.from_dict(dict(state["config"]))
+    net = MISTNet(cfg)
+    try:
+        net.load_state_dict(state["model"], strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{name}: the state_dict does not match its config ({e})") from None
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return Pretrained(net, cfg, name, sha, meta)
+
+
+def load_pretrained(name: str = DEFAULT_WEIGHTS) -> Pretrained:
+    """Load shipped weights ``weights/<name>.pt``, verifying the SHA-256 recorded in ``<name>.json``.
+
+    Cached per process. Raises :class:`WeightsError` if either file is missing or the hash differs:
+    MIST never falls back to an untrained network.
+    """
+    if name in _CACHE:
+        return _CACHE[name]
+    pt, js = WEIGHTS_DIR / f"{name}.pt", WEIGHTS_DIR / f"{name}.json"
+    available = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt")) if WEIGHTS_DIR.exists() else []
+    if not pt.exists() or not js.exists():
+        raise WeightsError(
+            f"MIST weights {name!r} not found ({pt.name} and {js.name} in {WEIGHTS_DIR}); available: "
+            f"{available or 'none'}. Reinstall pyromi, or train your own with "
+            f"`python -m pyromi.mist.train` and load it with mist.load_checkpoint(path)"
+        )
+    meta = json.loads(js.read_text())
+    sha = _sha256(pt)
+    if sha != meta.get("sha256"):
+        raise WeightsError(
+            f"MIST weights {pt} fail the integrity check: SHA-256 {sha} != recorded "
+            f"{meta.get('sha256')}; the file is corrupt or was replaced. Reinstall pyromi"
+        )
+    state = torch.load(pt, map_location="cpu", weights_only=True)
+    model = _build(state, name, sha, meta)
+    _CACHE[name] = model
+    return model
+
+
+def load_checkpoint(path: str | Path, meta: dict | None = None) -> Pretrained:
+    """Load a checkpoint written by :mod:`pyromi.mist.train` (``best.pt``; no recorded hash to check)."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return _build(state, str(path), _sha256(path), meta or {})
+
+
+def _resolve(model) -> Pretrained:
+    if model is None:
+        return load_pretrained()
+    if isinstance(model, str):
+        return load_pretrained(model)
+    if isinstance(model, Pretrained):
+        return model
+    raise PyromiError(f"model= must be a weights name, a Pretrained (mist.load_pretrained) or None, got {type(model).__name__}")
+
+
+def _check_domain(x: np.ndarray, y: np.ndarray, pre: Pretrained) -> None:
+    cfg = pre.config
+    for name, a in (("x", x), ("y", y)):
+        d = a.shape[1]
+        if d > cfg.d_max:
+            raise PyromiError(
+                f"{name} has {d} columns but the MIST weights {pre.name!r} were trained for 1..{cfg.d_max} "
+                f"columns per side; reduce {name} to at most {cfg.d_max} columns (e.g. drop or "
+                f"PCA-project variables) or use pyromi.baselines.ksg_mi / a critic-based bound"
+            )
+    if x.shape[0] < cfg.n_min:
+        raise PyromiError(
+            f"x and y have n={x.shape[0]} rows; MIST was trained for n >= {cfg.n_min}: pass at least "
+            f"{cfg.n_min} samples"
+        )
+    for name, a in (("x", x), ("y", y)):
+        uniq = min(len(np.unique(a[:, j])) for j in range(a.shape[1]))
+        if uniq < 0.5 * a.shape[0]:
+            warnings.warn(
+                f"{name} has a column with only {uniq} distinct values in n={a.shape[0]} rows: MIST was "
+                f"trained on continuous distributions, so estimates for discrete data are out of domain",
+                stacklevel=3,
+            )
+
+
+def _check_level(level) -> float:
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+        raise PyromiError(f"level must be a float in (0, 1), the nominal coverage of the interval (e.g. 0.9); got {level!r}")
+    return float(level)
+
+
+def _blocks(n: int, n_max: int, seed: int | None) -> list[np.ndarray]:
+    """Random split of ``range(n)`` into ``ceil(n / n_max)`` blocks whose sizes differ by at most 1."""
+    b = math.ceil(n / n_max)
+    if b == 1:
+        return [np.arange(n)]
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    perm = torch.randperm(n, generator=gen).numpy()
+    return np.array_split(perm, b)
+
+
+@torch.no_grad()
+def _block_log1p_quantiles(x: np.ndarray, y: np.ndarray, taus: np.ndarray, pre: Pretrained, seed) -> np.ndarray:
+    """Quantiles of log(1 + I) per block, ``(B, K)``."""
+    from .model import bucket_length, collate, encode_set
+
+    blocks = _blocks(x.shape[0], pre.config.n_max, seed)
+    enc = [encode_set(x[i], y[i], pre.config) for i in blocks]
+    tok, mask, feats = collate(enc, pad_to=bucket_length(max(len(i) for i in blocks)))
+    t = torch.as_tensor(taus, dtype=torch.float32)
+    return pre.net.log1p_quantiles(tok, mask, feats, t).double().numpy()
+
+
+def _combine(u: np.ndarray, taus: np.ndarray, gamma: float, scales: np.ndarray) -> np.ndarray:
+    """Combine block quantiles ``u`` ``(B, K)`` (log(1 + I) scale; ``taus`` ascending, containing 0.5)
+    into ``(K,)``: ``m = mean_b u_b(0.5)``, ``u(tau) = m + s(tau) B^-gamma mean_b (u_b(tau) - u_b(0.5))``,
+    made non-decreasing in tau and floored at 0."""
+    mid = int(np.argmin(np.abs(taus - 0.5)))
+    b = u.shape[0]
+    m = u[:, mid].mean()
+    dev = (u - u[:, mid : mid + 1]).mean(0)
+    return np.maximum(np.maximum.accumulate(m + scales * b ** (-gamma) * dev), 0.0)
+
+
+def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bool = True) -> np.ndarray:
+    """The MI quantiles (nats) at ``taus`` (each in (0, 1)), shape ``(len(taus),)``, increasing in tau.
+
+    ``model``: weights name or :class:`Pretrained` (default: the shipped weights). ``seed`` fixes the
+    random block split when ``n > n_max`` (``None``: torch's global generator). ``calibrated``
+    applies the validation-fitted interval scales (``calibrated=False``: the raw network
+    quantiles, combined over blocks with the same rule).
+    """
+    from ..baselines import check_xy
+
+    pre = _resolve(model)
+    taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    if taus.ndim != 1 or not np.all((taus > 0) & (taus < 1)):
+        raise PyromiError(f"taus must be a 1-D sequence of probabilities in (0, 1), got {taus!r}")
+    x, y = check_xy(x, y, min_n=2)
+    _check_domain(x, y, pre)
+    grid = np.unique(np.concatenate([taus, [0.5]]))
+    u = _block_log1p_quantiles(x, y, grid, pre, seed)
+    nb = u.shape[0]
+    scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb) if calibrated else 1.0 for t in grid])
+    out = np.expm1(_combine(u, grid, pre.gamma, scales))
+    return out[np.searchsorted(grid, taus)]
+
+
+def estimate(
+    x,
+    y,
+    *,
+    level: float = 0.9,
+    seed: int | None = None,
+    model=None,
+    observed: tuple[str, ...] = ("x",),
+    latent: tuple[str, ...] = ("y",),
+) -> MIEstimate:
+    """MIST estimate of I(X; Y) in nats from paired samples ``x`` ``(n, dx)`` and ``y`` ``(n, dy)``.
+
+    Returns an :class:`~pyromi.result.MIEstimate` with ``bound="mist"``, ``point`` (= ``value``) the
+    median, ``lower``/``upper`` the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles, ``level``,
+    ``num_samples = n``; ``settings`` records the weights (name, SHA-256, config) and ``diagnostics``
+    the number of blocks, the block size and the milliseconds taken.
+
+    Args:
+        x, y: numpy arrays or torch tensors, one row per joint draw; ``dx != dy`` is fine.
+        level: nominal coverage of ``[lower, upper]`` (default 0.9).
+        seed: block split for ``n > n_max`` (``None``: torch's global generator).
+        model: weights name or :class:`Pretrained` (default: the shipped ``DEFAULT_WEIGHTS``).
+        observed, latent: names shown in the result's repr.
+
+    Raises:
+        PyromiError: bad shapes, mismatched n, NaN/inf, a constant column, ``n < n_min``, more than
+            ``d_max`` columns on either side, ``level`` outside (0, 1).
+        WeightsError: weights missing or failing their SHA-256 check.
+    """
+    from ..baselines import check_xy
+
+    t0 = time.perf_counter()
+    level = _check_level(level)
+    pre = _resolve(model)
+    x, y = check_xy(x, y, min_n=2)
+    _check_domain(x, y, pre)
+    grid = np.array([(1 - level) / 2, 0.5, (1 + level) / 2])
+    u = _block_log1p_quantiles(x, y, grid, pre, seed)
+    n = x.shape[0]
+    nb = u.shape[0]
+    s = pre.scale_for(level, n // nb)
+    q = np.expm1(_combine(u, grid, pre.gamma, np.array([s, 1.0, s])))
+    ms = 1e3 * (time.perf_counter() - t0)
+    return MIEstimate(
+        lower=float(q[0]),
+        upper=float(q[2]),
+        lower_se=None,
+        upper_se=None,
+        bound="mist",
+        num_samples=n,
+        settings={
+            "weights": pre.name,
+            "sha256": pre.sha256,
+            "config": pre.config.to_dict(),
+            "level": level,
+            "seed": seed,
+            "combine_gamma": pre.gamma,
+            "interval_scale": s,
+        },
+        diagnostics={
+            "blocks": nb,
+            "block_size": int(math.ceil(n / nb)),
+            "milliseconds": ms,
+            "dims": (x.shape[1], y.shape[1]),
+        },
+        observed=tuple(observed),
+        latent=tuple(latent),
+        point=float(q[1]),
+        level=level,
+    )
+
+
+def estimate_from_samples(x, y, **kwargs) -> MIEstimate:
+    """Alias of :func:`estimate` for callers holding torch tensors ``(n, dx)``, ``(n, dy)`` (e.g. the
+    flattened observed and latent sites of a Pyro model)."""
+    return estimate(x, y, **kwargs)
