@@ -7,6 +7,7 @@ errors ``std / sqrt(N)`` (seeds fixed, so every test is deterministic).
 
 from __future__ import annotations
 
+import warnings
 import json
 import math
 import shutil
@@ -357,3 +358,20 @@ def test_train_tiny_resumes_and_exports(tmp_path, monkeypatch):
     assert 0 <= e.lower <= e.value <= e.upper
     with pytest.raises(ValueError, match="unknown config"):
         tr.train("huge", run)
+
+
+def test_trained_mi_range_and_extrapolation_warning(pre):
+    """TRAINED_MI_Q99 matches the training meta-prior; estimates beyond it warn (extrapolation)."""
+    rng = np.random.default_rng(0)
+    train = fam.SPLITS["train"]
+    mis = [fam.draw_task(train[i % len(train)], *map(int, rng.integers(1, pre.config.d_max + 1, 2)), rng).mi for i in range(3000)]
+    q99 = float(np.quantile(mis, 0.99))
+    assert abs(q99 - mist.TRAINED_MI_Q99) < 1.0, q99
+    # 8 independent pairs y = x + 0.05 e: I = 8 * 0.5 log(1 + 1/0.05^2) = 23.9 nats, far outside
+    x = rng.standard_normal((1000, 8))
+    y = x + 0.05 * rng.standard_normal((1000, 8))
+    with pytest.warns(UserWarning, match="above 8.85 nats.*extrapolation"):
+        mist.estimate(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a low-MI estimate does not warn
+        mist.estimate(x[:, :1], rng.standard_normal((1000, 1)))
