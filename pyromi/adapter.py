@@ -429,7 +429,7 @@ class ModelAdapter:
                 raise SiteError(f"site '{both[0]}' is listed in both observed= and latent=.")
             require_sample_sites("latent", latent)
             others = [n for n in sample_sites if n not in observed and n not in latent]
-            if others:
+            if others and self.densities:
                 raise SiteError(
                     f"site(s) {others} are neither observed nor latent. pyromi needs p(x|z) in "
                     "closed form, so every stochastic site must be in observed= or latent=: add "

@@ -375,3 +375,27 @@ def test_trained_mi_range_and_extrapolation_warning(pre):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a low-MI estimate does not warn
         mist.estimate(x[:, :1], rng.standard_normal((1000, 1)))
+
+
+def test_mutual_information_mist_on_an_implicit_simulator(pre):
+    """bound="mist" on a Pyro simulator whose x has no usable density (a Delta of z and a nuisance
+    noise site that is neither observed nor latent): x = W z + eps, I(x; z) = 1/2 log|W W^T + s^2 I| / |s^2 I|."""
+    import pyro
+    import pyro.distributions as dist
+
+    from pyromi import mutual_information
+
+    W = torch.tensor([[1.0, 0.5], [-0.3, 0.8], [0.2, -1.1]])
+
+    def simulator():
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        eps = pyro.sample("eps", dist.Normal(torch.zeros(3), 0.5).to_event(1))
+        pyro.sample("x", dist.Delta(z @ W.T + eps, event_dim=1))
+
+    truth = 0.5 * (torch.logdet(W @ W.T + 0.25 * torch.eye(3)) - 3 * math.log(0.25)).item()
+    est = mutual_information(simulator, "x", latent="z", bound="mist", num_samples=1000, seed=0)
+    assert est.bound == "mist" and est.latent == ("z",) and est.observed == ("x",)
+    assert est.lower <= truth <= est.upper, (truth, est)
+    again = mutual_information(simulator, "x", latent="z", bound="mist", num_samples=1000, seed=0)
+    assert again.value == est.value  # seeded
+    assert "interval" in repr(est) and est.upper_se is None
