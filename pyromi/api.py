@@ -27,8 +27,8 @@ BOUNDS = {
     "ba": "Barber-Agakov lower bound E[log q(z|x) - log p(z)] (needs p(z) and q)",
     "giwae": "GIWAE lower bound: trained critic + proposal q(z|x) (needs p(z))",
     "infonce": "InfoNCE lower bound (GIWAE with q = p(z)), at most log K",
-    "mine_dv": "MINE Donsker-Varadhan lower bound (trained critic)",
-    "mine_f": "MINE-F / NWJ lower bound (trained critic)",
+    "mine_dv": "MINE Donsker-Varadhan lower bound (trained critic; the critic's InfoNCE bound when its partition estimate is unreliable)",
+    "mine_f": "MINE-F / NWJ lower bound (trained critic; same reliability check as mine_dv)",
     "mine_ais": "MINE-AIS: energy-based critic, MCMC-trained, evaluated by AIS (needs p(z))",
     "mist": "MIST: learned estimate with a quantile interval from samples only (no density)",
 }

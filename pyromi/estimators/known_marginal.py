@@ -32,7 +32,7 @@ from ..proposals.guide import GuideProposal
 from ..result import MIEstimate
 from ..samplers.ais import AnnealingPath
 from ..samplers.hmc import DensityTerms, hmc_step, tempered_state
-from .ais import ais_on_path, default_pilot_steps
+from .ais import ais_on_path, default_pilot_steps, pareto_khat
 
 __all__ = ["GIWAE", "MINE", "MINEAIS", "EnergyPath"]
 
@@ -293,7 +293,8 @@ class MINE(_CriticTrainer):
         return surrogate - surrogate.detach() + value
 
     def evaluate(self, num_samples: int = 1000, num_particles: int = 16, *,
-                 seed: int | None = None, joint: JointSamples | None = None) -> MIEstimate:
+                 seed: int | None = None, joint: JointSamples | None = None,
+                 max_khat: float = 0.7) -> MIEstimate:
         """A valid lower bound on fresh pairs: N joint pairs (or ``joint``), each x with K fresh
         prior draws z' for the product of marginals.
 
@@ -304,6 +305,18 @@ class MINE(_CriticTrainer):
           bound of the shifted critic ``T + c``, which is <= I_DV(T) <= I (equal to I_DV(T) at the
           exact c). The classic plug-in ``mean T(joint) - log mean e^T(product)`` is biased upward
           (it can exceed the truth), so it is only reported, as ``diagnostics["dv_plugin"]``.
+
+        **Reliability check.** Both estimates hinge on a mean of ``e^T`` over product pairs, which
+        is dominated by pairs of probability ~ e^-I: with M product pairs it is reliable only when
+        the weights are not heavy-tailed and the value is below ~log M (McAllester & Stratos 2020:
+        no sample-based lower bound certifies much more than log M). When the Pareto k-hat of the
+        pooled product weights exceeds ``max_khat`` (PSIS's 0.7) or the value exceeds log M, a
+        typical realisation can land far *above* the truth, so the DV/F number is not reported:
+        ``lower`` is then the contrastive (InfoNCE) bound of the same critic with the same K
+        negatives per x, ``T(x_i, z_i*) - LME(T(x_i, z_i*), T(x_i, z'_i1..K))`` (valid for any
+        critic, at most log(K + 1)), with a warning; the DV/F estimate, k-hat and log M are in
+        ``diagnostics`` (``"mine_value"``, ``"partition_khat"``, ``"log_product_pairs"``,
+        ``"reported"``).
         """
         t0 = time.perf_counter()
         with seeded(seed, self.adapter.device), torch.no_grad(), pyro.validation_enabled(False):
@@ -324,9 +337,35 @@ class MINE(_CriticTrainer):
             lower = pos + shift - torch.exp(neg + shift - 1.0).mean(0)
             diagnostics["dv_plugin"] = float(mine_dv(pos, neg))
             diagnostics["log_partition"] = float(log_z)
+        # reliability of the product-pair means that the value hinges on (see the docstring)
+        product_sets = [neg] if self.variant == "f" else [neg, neg_other.double()]
+        khat = max(float(pareto_khat(t.flatten().unsqueeze(1))[0]) for t in product_sets)
+        log_m = math.log(min(t.numel() for t in product_sets))
+        value = float(lower.mean())
+        diagnostics.update(mine_value=value, partition_khat=khat, log_product_pairs=log_m)
+        unreliable = not (khat <= max_khat) or value > log_m
+        if unreliable:
+            lower = giwae_terms(torch.zeros_like(pos), torch.zeros_like(pos), pos, neg)
+            diagnostics["reported"] = "infonce_fallback"
+        else:
+            diagnostics["reported"] = self.bound
         diagnostics["seconds"] = time.perf_counter() - t0
         est = self._estimate(lower, joint, num_particles, {"variant": self.variant}, diagnostics)
-        if not est.lower_se < max(1.0, 0.5 * abs(est.lower)):
+        if unreliable:
+            why = (f"the Pareto k-hat of the product weights e^T is {khat:.2f} > {max_khat}"
+                   if not khat <= max_khat else
+                   f"it exceeds log M = {log_m:.2f}, the most that M = {math.exp(log_m):.0f} product pairs can certify")
+            msg = (
+                f"{self.bound}: the estimate {value:.4g} nats is unreliable ({why}): its mean of e^T over "
+                "product pairs is dominated by rare pairs and can land far above the truth. Reporting "
+                f"instead the contrastive (InfoNCE) bound of the same critic with K = {num_particles} "
+                f"negatives, {est.lower:.4g} nats (valid, at most log(K + 1) = {math.log(num_particles + 1):.2f}). "
+                "For a tight bound at high MI use bound='mine_ais' (a log-partition per x by annealed "
+                "importance sampling) or bound='giwae'."
+            )
+            est.diagnostics["advice"] = msg
+            warnings.warn(msg, stacklevel=2)
+        elif not est.lower_se < max(1.0, 0.5 * abs(est.lower)):
             msg = (
                 f"the {self.bound} estimate {est.lower:.4g} nats has a standard error of "
                 f"{est.lower_se:.3g}: a few product pairs (x, z') with a large e^T dominate it. The "
