@@ -399,3 +399,22 @@ def test_mutual_information_mist_on_an_implicit_simulator(pre):
     again = mutual_information(simulator, "x", latent="z", bound="mist", num_samples=1000, seed=0)
     assert again.value == est.value  # seeded
     assert "interval" in repr(est) and est.upper_se is None
+
+
+def test_calibration_rules(pre):
+    """The default family-robust intervals contain the pooled ones (same median); both rules are
+    recorded; a bad rule is an error that lists the choices."""
+    cal = pre.meta["calibration"]
+    assert cal["default_rule"] == "family_robust"
+    robust, pooled = np.asarray(cal["scales_family_robust"]), np.asarray(cal["scales"])
+    assert robust.shape == pooled.shape and np.all(robust >= pooled - 1e-12)
+    rng = np.random.default_rng(11)
+    task = fam.draw_task("gauss-lvm-base", 3, 3, rng)
+    x, y = task.sample(400, rng)
+    e, ep = mist.estimate(x, y), mist.estimate(x, y, calibration="pooled")
+    assert e.settings["calibration"] == "family_robust" and ep.settings["calibration"] == "pooled"
+    assert e.value == pytest.approx(ep.value) and e.lower <= ep.lower and e.upper >= ep.upper
+    q = mist.quantiles(x, y, [0.05, 0.95], calibration="pooled")
+    np.testing.assert_allclose(q, [ep.lower, ep.upper], rtol=1e-6)
+    with pytest.raises(PyromiError, match="calibration must be one of.*family_robust.*pooled"):
+        mist.estimate(x, y, calibration="robust")

@@ -22,6 +22,11 @@ calibrated on validation families at ``n > n_max`` (recorded in the weights' JSO
 Interval calibration: the distances from the median to the interval ends (``log(1 + I)`` scale)
 are multiplied by a split-conformal factor ``s(level, n)`` fitted on fresh sets of the validation
 families (disjoint from the test families), per n-bin; see :func:`pyromi.mist.train.calibrate`.
+Two rules (``calibration=``): ``"family_robust"`` (default) takes, per n-bin, the largest of the
+per-family conformal factors, so that every validation family is covered at the nominal level --
+real data never comes from a training family, and on unseen test families the pooled rule
+under-covers; ``"pooled"`` fits one factor on all validation sets together (tighter, calibrated for
+the training meta-prior only).
 
 The interval is a predictive interval under the training meta-prior (quantile regression on the
 true MI), not a frequentist confidence interval; its coverage of the true MI was measured on test
@@ -64,6 +69,8 @@ _CACHE: dict[str, "Pretrained"] = {}
 #: measured on 3000 draws, checked in tests/test_mist.py). Estimates above it are extrapolation:
 #: the network has seen almost no such sets, so accuracy and coverage there are unmeasured.
 TRAINED_MI_Q99 = 8.85
+#: Interval calibration rules (see the module docstring).
+CALIBRATION_RULES = ("family_robust", "pooled")
 
 
 class WeightsError(PyromiError):
@@ -88,20 +95,37 @@ class Pretrained:
     sha256: str
     meta: dict = field(default_factory=dict)
 
+    def rule(self, calibration: str | None = None) -> str:
+        """The calibration rule to use: ``calibration`` if given, else the weights' default."""
+        cal = self.meta.get("calibration", {})
+        rule = calibration or cal.get("default_rule", "pooled")
+        if rule not in CALIBRATION_RULES:
+            raise PyromiError(f"calibration must be one of {CALIBRATION_RULES}, got {calibration!r}")
+        if rule == "family_robust" and cal.get("levels") and "scales_family_robust" not in cal:
+            raise WeightsError(f"the weights {self.name!r} have no family-robust calibration; pass calibration='pooled'")
+        return rule
+
+    def gamma_for(self, calibration: str | None = None) -> float:
+        """Exponent of the block-count shrinkage of subsample-and-combine intervals (per rule)."""
+        cal = self.meta.get("calibration", {})
+        key = "combine_gamma_family_robust" if self.rule(calibration) == "family_robust" else "combine_gamma"
+        return float(cal.get(key, cal.get("combine_gamma", 0.5)))
+
     @property
     def gamma(self) -> float:
-        """Exponent of the block-count shrinkage of subsample-and-combine intervals."""
-        return float(self.meta.get("calibration", {}).get("combine_gamma", 0.5))
+        """:meth:`gamma_for` the default rule."""
+        return self.gamma_for()
 
-    def scale_for(self, level: float, n: int) -> float:
+    def scale_for(self, level: float, n: int, calibration: str | None = None) -> float:
         """Multiplier of the median-to-end distances (log(1 + I) scale) for an interval of coverage
-        ``level`` from a (block) sample of size ``n``: the validation-calibrated scale of n's bin,
-        interpolated linearly in the level (constant beyond the calibrated levels); 1 when the
-        metadata has no calibration."""
+        ``level`` from a (block) sample of size ``n``: the validation-calibrated scale of n's bin
+        under the rule ``calibration`` (default: the weights' default rule), interpolated linearly in
+        the level (constant beyond the calibrated levels); 1 when the metadata has no calibration."""
         cal = self.meta.get("calibration", {})
         if not cal.get("levels"):
             return 1.0
-        scales = np.asarray(cal["scales"], dtype=np.float64)  # (levels, bins)
+        key = "scales_family_robust" if self.rule(calibration) == "family_robust" else "scales"
+        scales = np.asarray(cal[key], dtype=np.float64)  # (levels, bins)
         if scales.ndim == 1:
             scales = scales[:, None]
         edges = cal.get("n_edges", [0, math.inf])
@@ -246,13 +270,15 @@ def _combine(u: np.ndarray, taus: np.ndarray, gamma: float, scales: np.ndarray) 
     return np.maximum(np.maximum.accumulate(m + scales * b ** (-gamma) * dev), 0.0)
 
 
-def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bool = True) -> np.ndarray:
+def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bool = True,
+              calibration: str | None = None) -> np.ndarray:
     """The MI quantiles (nats) at ``taus`` (each in (0, 1)), shape ``(len(taus),)``, increasing in tau.
 
     ``model``: weights name or :class:`Pretrained` (default: the shipped weights). ``seed`` fixes the
     random block split when ``n > n_max`` (``None``: torch's global generator). ``calibrated``
-    applies the validation-fitted interval scales (``calibrated=False``: the raw network
-    quantiles, combined over blocks with the same rule).
+    applies the validation-fitted interval scales of rule ``calibration`` (``"family_robust"``,
+    the default, or ``"pooled"``); ``calibrated=False`` gives the raw network quantiles, combined
+    over blocks with the same rule.
     """
     from ..baselines import check_xy
 
@@ -265,8 +291,9 @@ def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bo
     grid = np.unique(np.concatenate([taus, [0.5]]))
     u = _block_log1p_quantiles(x, y, grid, pre, seed)
     nb = u.shape[0]
-    scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb) if calibrated else 1.0 for t in grid])
-    out = np.expm1(_combine(u, grid, pre.gamma, scales))
+    rule = pre.rule(calibration)
+    scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb, rule) if calibrated else 1.0 for t in grid])
+    out = np.expm1(_combine(u, grid, pre.gamma_for(rule), scales))
     return out[np.searchsorted(grid, taus)]
 
 
@@ -277,6 +304,7 @@ def estimate(
     level: float = 0.9,
     seed: int | None = None,
     model=None,
+    calibration: str | None = None,
     observed: tuple[str, ...] = ("x",),
     latent: tuple[str, ...] = ("y",),
 ) -> MIEstimate:
@@ -292,6 +320,9 @@ def estimate(
         level: nominal coverage of ``[lower, upper]`` (default 0.9).
         seed: block split for ``n > n_max`` (``None``: torch's global generator).
         model: weights name or :class:`Pretrained` (default: the shipped ``DEFAULT_WEIGHTS``).
+        calibration: interval rule, ``"family_robust"`` (default: every validation family covered;
+            wider) or ``"pooled"`` (calibrated on the training meta-prior; narrower, under-covers
+            on unfamiliar distributions). Coverage of both is measured in ``benchmarks/bench_mist.py``.
         observed, latent: names shown in the result's repr.
 
     Raises:
@@ -310,8 +341,9 @@ def estimate(
     u = _block_log1p_quantiles(x, y, grid, pre, seed)
     n = x.shape[0]
     nb = u.shape[0]
-    s = pre.scale_for(level, n // nb)
-    q = np.expm1(_combine(u, grid, pre.gamma, np.array([s, 1.0, s])))
+    rule = pre.rule(calibration)
+    s = pre.scale_for(level, n // nb, rule)
+    q = np.expm1(_combine(u, grid, pre.gamma_for(rule), np.array([s, 1.0, s])))
     ms = 1e3 * (time.perf_counter() - t0)
     if q[1] > TRAINED_MI_Q99:
         warnings.warn(
@@ -333,7 +365,8 @@ def estimate(
             "config": pre.config.to_dict(),
             "level": level,
             "seed": seed,
-            "combine_gamma": pre.gamma,
+            "calibration": rule,
+            "combine_gamma": pre.gamma_for(rule),
             "interval_scale": s,
         },
         diagnostics={

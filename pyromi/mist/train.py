@@ -249,7 +249,10 @@ def _conformal_scale(r: np.ndarray, level: float) -> float:
 
 
 def calibrate(pre, *, seed: int = 777, reps: int = 4, big_reps: int = 4, d_max: int | None = None) -> dict:
-    """Fit interval scales per (level, n-bin) and the block-shrinkage exponent on the ``val`` families.
+    """Fit interval scales per (level, n-bin) and the block-shrinkage exponent on the ``val`` families,
+    for both rules: ``scales`` (pooled: one conformal factor over all validation sets of the bin) and
+    ``scales_family_robust`` (the largest per-family factor, so each validation family is covered;
+    the default, ``default_rule``).
 
     On fresh sets of the validation families (disjoint from both test grids) with ``n <= n_max``,
     for each level in :data:`CAL_LEVELS` and each n-bin (edges :data:`CAL_EDGES`), the scale ``s``
@@ -269,21 +272,25 @@ def calibrate(pre, *, seed: int = 777, reps: int = 4, big_reps: int = 4, d_max: 
     mid = int(np.argmin(np.abs(taus - 0.5)))
     grid_small = fam.make_grid("val", small_n, reps, seed=seed, d_max=d_max)
     U = np.array([_block_log1p_quantiles(s.x, s.y, taus, pre, seed=0)[0] for s, _, _ in grid_small])
+    F = np.array([s.family for s, _, _ in grid_small])
     T = np.log1p([s.mi for s, _, _ in grid_small])
     N = np.array([s.x.shape[0] for s, _, _ in grid_small])
     m = U[:, mid]
-    out: dict = {"levels": list(CAL_LEVELS), "n_edges": edges, "scales": [], "raw_coverage": [], "num_sets": len(T)}
+    out: dict = {"levels": list(CAL_LEVELS), "n_edges": edges, "scales": [], "scales_family_robust": [],
+                 "raw_coverage": [], "num_sets": len(T), "default_rule": "family_robust"}
     for lev in CAL_LEVELS:
         lo = U[:, np.argmin(np.abs(taus - (1 - lev) / 2))]
         hi = U[:, np.argmin(np.abs(taus - (1 + lev) / 2))]
         r = np.where(T >= m, (T - m) / np.maximum(hi - m, 1e-9), (m - T) / np.maximum(m - lo, 1e-9))
         cov = (lo <= T) & (T <= hi)
-        sc, rc = [], []
+        sc, sf, rc = [], [], []
         for a, b in zip(edges[:-1], edges[1:]):
             k = (N >= a) & (N < b)
             sc.append(_conformal_scale(r[k], lev))
+            sf.append(max(_conformal_scale(r[k & (F == f)], lev) for f in np.unique(F[k])))
             rc.append(float(cov[k].mean()))
         out["scales"].append(sc)
+        out["scales_family_robust"].append(sf)
         out["raw_coverage"].append(rc)
     # gamma for subsample-and-combine
     pre_cal = type(pre)(pre.net, pre.config, pre.name, pre.sha256, {"calibration": out})
@@ -291,22 +298,23 @@ def calibrate(pre, *, seed: int = 777, reps: int = 4, big_reps: int = 4, d_max: 
     grid_big = fam.make_grid("val", big_n, big_reps, seed=seed + 1, d_max=d_max)
     lo9, hi9 = np.argmin(np.abs(taus - 0.05)), np.argmin(np.abs(taus - 0.95))
     blocks = [(_block_log1p_quantiles(s.x, s.y, taus, pre, seed=0), math.log1p(s.mi), s.x.shape[0]) for s, _, _ in grid_big]
-    best = None
-    cov_by_gamma = {}
-    for gamma in np.round(np.arange(0.0, 1.01, 0.05), 2):
-        cov = []
-        for u, t, n in blocks:
-            b = u.shape[0]
-            s9 = pre_cal.scale_for(0.9, n // b)
-            mm = u[:, mid].mean()
-            dev = (u - u[:, mid : mid + 1]).mean(0) * s9 * b ** (-gamma)
-            cov.append(mm + dev[lo9] <= t <= mm + dev[hi9])
-        c = float(np.mean(cov))
-        cov_by_gamma[float(gamma)] = c
-        if best is None or abs(c - 0.9) < abs(best[1] - 0.9) - 1e-12:
-            best = (float(gamma), c)
-    out["combine_gamma"], out["combine_coverage90"] = best
-    out["combine_coverage_by_gamma"] = cov_by_gamma
+    for rule, suffix in (("pooled", ""), ("family_robust", "_family_robust")):
+        best = None
+        cov_by_gamma = {}
+        for gamma in np.round(np.arange(0.0, 1.01, 0.05), 2):
+            cov = []
+            for u, t, n in blocks:
+                b = u.shape[0]
+                s9 = pre_cal.scale_for(0.9, n // b, rule)
+                mm = u[:, mid].mean()
+                dev = (u - u[:, mid : mid + 1]).mean(0) * s9 * b ** (-gamma)
+                cov.append(mm + dev[lo9] <= t <= mm + dev[hi9])
+            c = float(np.mean(cov))
+            cov_by_gamma[float(gamma)] = c
+            if best is None or abs(c - 0.9) < abs(best[1] - 0.9) - 1e-12:
+                best = (float(gamma), c)
+        out["combine_gamma" + suffix], out["combine_coverage90" + suffix] = best
+        out["combine_coverage_by_gamma" + suffix] = cov_by_gamma
     out["combine_num_sets"] = len(blocks)
     return out
 
