@@ -270,6 +270,27 @@ def _combine(u: np.ndarray, taus: np.ndarray, gamma: float, scales: np.ndarray) 
     return np.maximum(np.maximum.accumulate(m + scales * b ** (-gamma) * dev), 0.0)
 
 
+def _validated(x, y, pre: Pretrained) -> tuple[np.ndarray, np.ndarray]:
+    """``x, y`` as float64 arrays, checked (shapes, NaN/inf, constant columns) and inside the
+    weights' domain."""
+    from ..baselines import check_xy
+
+    x, y = check_xy(x, y, min_n=2)
+    _check_domain(x, y, pre)
+    return x, y
+
+
+def _calibrated_quantiles(x, y, grid: np.ndarray, pre: Pretrained, seed, rule: str,
+                          calibrated: bool = True) -> tuple[np.ndarray, int]:
+    """MI quantiles (nats) at the ascending ``grid`` (which contains 0.5) and the number of
+    blocks: network quantiles per block, median-to-end distances scaled by the rule's factor for
+    the interval of coverage ``|2 tau - 1|`` (1 if not ``calibrated``), combined over blocks."""
+    u = _block_log1p_quantiles(x, y, grid, pre, seed)
+    nb = u.shape[0]
+    scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb, rule) if calibrated else 1.0 for t in grid])
+    return np.expm1(_combine(u, grid, pre.gamma_for(rule), scales)), nb
+
+
 def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bool = True,
               calibration: str | None = None) -> np.ndarray:
     """The MI quantiles (nats) at ``taus`` (each in (0, 1)), shape ``(len(taus),)``, increasing in tau.
@@ -280,20 +301,13 @@ def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bo
     the default, or ``"pooled"``); ``calibrated=False`` gives the raw network quantiles, combined
     over blocks with the same rule.
     """
-    from ..baselines import check_xy
-
     pre = _resolve(model)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     if taus.ndim != 1 or not np.all((taus > 0) & (taus < 1)):
         raise PyromiError(f"taus must be a 1-D sequence of probabilities in (0, 1), got {taus!r}")
-    x, y = check_xy(x, y, min_n=2)
-    _check_domain(x, y, pre)
+    x, y = _validated(x, y, pre)
     grid = np.unique(np.concatenate([taus, [0.5]]))
-    u = _block_log1p_quantiles(x, y, grid, pre, seed)
-    nb = u.shape[0]
-    rule = pre.rule(calibration)
-    scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb, rule) if calibrated else 1.0 for t in grid])
-    out = np.expm1(_combine(u, grid, pre.gamma_for(rule), scales))
+    out, _ = _calibrated_quantiles(x, y, grid, pre, seed, pre.rule(calibration), calibrated)
     return out[np.searchsorted(grid, taus)]
 
 
@@ -330,20 +344,14 @@ def estimate(
             ``d_max`` columns on either side, ``level`` outside (0, 1).
         WeightsError: weights missing or failing their SHA-256 check.
     """
-    from ..baselines import check_xy
-
     t0 = time.perf_counter()
     level = _check_level(level)
     pre = _resolve(model)
-    x, y = check_xy(x, y, min_n=2)
-    _check_domain(x, y, pre)
-    grid = np.array([(1 - level) / 2, 0.5, (1 + level) / 2])
-    u = _block_log1p_quantiles(x, y, grid, pre, seed)
-    n = x.shape[0]
-    nb = u.shape[0]
+    x, y = _validated(x, y, pre)
     rule = pre.rule(calibration)
+    q, nb = _calibrated_quantiles(x, y, np.array([(1 - level) / 2, 0.5, (1 + level) / 2]), pre, seed, rule)
+    n = x.shape[0]
     s = pre.scale_for(level, n // nb, rule)
-    q = np.expm1(_combine(u, grid, pre.gamma_for(rule), np.array([s, 1.0, s])))
     ms = 1e3 * (time.perf_counter() - t0)
     if q[1] > TRAINED_MI_Q99:
         warnings.warn(
