@@ -34,7 +34,7 @@ from ..samplers.ais import (
 from ..samplers.pyro_kernel import run_ais_with_kernel
 from ..samplers.schedules import SCHEDULES, anneal_schedule, equal_length_schedule
 
-__all__ = ["ais_mi", "ais_block", "ais_on_path", "plan_kernels", "pareto_khat", "default_pilot_steps"]
+__all__ = ["ais_mi", "ais_block", "sample_blocks", "ais_on_path", "plan_kernels", "pareto_khat", "default_pilot_steps"]
 
 WIDE_SANDWICH = 0.1  # relative width above which the result says so
 
@@ -198,6 +198,21 @@ def ais_on_path(
     return res, tables
 
 
+def sample_blocks(joint: JointSamples, num_particles: int, max_batch: int):
+    """Blocks of the N samples of ``joint`` holding at most ``max_batch`` (chain, sample) pairs,
+    K forward chains plus one backward chain per sample: returns the block size and a list of
+    ``(start, stop, observed, latent)`` with the sites sliced to ``[start:stop]``."""
+    n = joint.num_samples
+    n_chunk = max(1, min(n, max_batch // (num_particles + 1)))
+    blocks = [
+        (a, min(a + n_chunk, n),
+         {k: v[a:a + n_chunk] for k, v in joint.observed.items()},
+         {k: v[a:a + n_chunk] for k, v in joint.latent.items()})
+        for a in range(0, n, n_chunk)
+    ]
+    return n_chunk, blocks
+
+
 def ais_mi(
     adapter: ModelAdapter,
     joint: JointSamples,
@@ -236,17 +251,14 @@ def ais_mi(
     """
     _check_args(num_particles, num_steps, num_leapfrog, schedule, target_accept)
     t0 = time.perf_counter()
-    K, T, N = num_particles, num_steps, joint.num_samples
+    K, T = num_particles, num_steps
     pilot_chains = pilot_chains or max(K, 16)
     pilot_steps = pilot_steps or default_pilot_steps(T)
-    n_chunk = max(1, min(N, max_batch // (K + 1)))
+    n_chunk, blocks = sample_blocks(joint, K, max_batch)
     lower_terms, upper_terms, ess, khat, gap = [], [], [], [], []
     acc, acc_b, eps_tables, betas_list, div, inc_var = [], [], [], [], [], []
     log_w_all, log_w_bwd = [], []
-    for a in range(0, N, n_chunk):
-        b = min(a + n_chunk, N)
-        obs = {k: v[a:b] for k, v in joint.observed.items()}
-        z_star = {k: v[a:b] for k, v in joint.latent.items()}
+    for a, b, obs, z_star in blocks:
         res, tables = ais_block(adapter, obs, z_star, start, T, schedule, num_particles=K,
                                 num_leapfrog=num_leapfrog, target_accept=target_accept,
                                 pilot_steps=pilot_steps, pilot_chains=pilot_chains,

@@ -32,7 +32,7 @@ from ..proposals.guide import GuideProposal
 from ..result import MIEstimate
 from ..samplers.ais import AnnealingPath
 from ..samplers.hmc import DensityTerms, hmc_step, tempered_state
-from .ais import ais_on_path, default_pilot_steps, pareto_khat
+from .ais import ais_on_path, default_pilot_steps, pareto_khat, sample_blocks
 
 __all__ = ["GIWAE", "MINE", "MINEAIS", "EnergyPath"]
 
@@ -343,17 +343,16 @@ class MINE(_CriticTrainer):
         log_m = math.log(min(t.numel() for t in product_sets))
         value = float(lower.mean())
         diagnostics.update(mine_value=value, partition_khat=khat, log_product_pairs=log_m)
-        unreliable = not (khat <= max_khat) or value > log_m
+        heavy_tail = not khat <= max_khat
+        unreliable = heavy_tail or value > log_m
         if unreliable:
             lower = giwae_terms(torch.zeros_like(pos), torch.zeros_like(pos), pos, neg)
-            diagnostics["reported"] = "infonce_fallback"
-        else:
-            diagnostics["reported"] = self.bound
+        diagnostics["reported"] = "infonce_fallback" if unreliable else self.bound
         diagnostics["seconds"] = time.perf_counter() - t0
         est = self._estimate(lower, joint, num_particles, {"variant": self.variant}, diagnostics)
+        msg = None
         if unreliable:
-            why = (f"the Pareto k-hat of the product weights e^T is {khat:.2f} > {max_khat}"
-                   if not khat <= max_khat else
+            why = (f"the Pareto k-hat of the product weights e^T is {khat:.2f} > {max_khat}" if heavy_tail else
                    f"it exceeds log M = {log_m:.2f}, the most that M = {math.exp(log_m):.0f} product pairs can certify")
             msg = (
                 f"{self.bound}: the estimate {value:.4g} nats is unreliable ({why}): its mean of e^T over "
@@ -363,8 +362,6 @@ class MINE(_CriticTrainer):
                 "For a tight bound at high MI use bound='mine_ais' (a log-partition per x by annealed "
                 "importance sampling) or bound='giwae'."
             )
-            est.diagnostics["advice"] = msg
-            warnings.warn(msg, stacklevel=2)
         elif not est.lower_se < max(1.0, 0.5 * abs(est.lower)):
             msg = (
                 f"the {self.bound} estimate {est.lower:.4g} nats has a standard error of "
@@ -373,6 +370,7 @@ class MINE(_CriticTrainer):
                 "so at high MI this bound is unusable (though still valid). Use bound='mine_ais', "
                 "which estimates a log-partition per x by annealed importance sampling."
             )
+        if msg is not None:
             est.diagnostics["advice"] = msg
             warnings.warn(msg, stacklevel=2)
         return est
@@ -470,14 +468,11 @@ class MINEAIS(_CriticTrainer):
             if joint is None:
                 with torch.no_grad():
                     joint = self.adapter.sample_joint(num_samples)
-            n = joint.num_samples
-            n_chunk = max(1, min(n, max_batch // (num_particles + 1)))
+            n_chunk, blocks = sample_blocks(joint, num_particles, max_batch)
             for p in self.critic.parameters():
                 p.requires_grad_(False)
             try:
-                for a in range(0, n, n_chunk):
-                    obs = {k: v[a:a + n_chunk] for k, v in joint.observed.items()}
-                    z_star = {k: v[a:a + n_chunk] for k, v in joint.latent.items()}
+                for _, _, obs, z_star in blocks:
                     res, _ = ais_on_path(
                         EnergyPath(self, obs), z_star, num_steps, schedule,
                         num_particles=num_particles, num_leapfrog=num_leapfrog, target_accept=0.65,
