@@ -19,6 +19,7 @@ The expectations over x use the model's own simulated x by default, or the obser
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,11 +131,6 @@ class AuditReport:
         return plot_audit(self, path=path, ax=ax)
 
 
-def _flatten_latent(adapter: ModelAdapter, latent: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-    v = latent[name]
-    return v.reshape(v.shape[:2] + (-1,))
-
-
 def _draw_with_sites(adapter: ModelAdapter, proposal: Proposal, observed, k: int):
     """K draws of q(z|x) per x with total and per-site ``log q`` and the model's evaluation."""
     n = next(iter(observed.values())).shape[0]
@@ -197,7 +193,7 @@ def encoder_rate_distortion(
     distortion = -ev.log_likelihood.double().mean(0)
     activity = {}
     for name in adapter.latent_names:
-        z = _flatten_latent(adapter, ev.latent, name).double()  # (K, N, d)
+        z = ev.latent[name].reshape(ev.latent[name].shape[:2] + (-1,)).double()  # (K, N, d)
         mean_k = z.mean(0)
         noise = z.var(0).mean(0) / num_particles if num_particles > 1 else 0.0
         activity[name] = (mean_k.var(0) - noise).clamp_min(0.0) if z.shape[1] > 1 else torch.zeros(z.shape[-1])
@@ -257,8 +253,6 @@ def audit(
         proposal = _resolve_proposal(guide, adapter, None, 0)
         if isinstance(proposal, PriorProposal):
             proposal = None
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the AIS sandwich is wide")
         mi = mutual_information(
@@ -288,12 +282,12 @@ def audit(
             + (", or pass guide= to start the chains from an encoder" if proposal is None else "")
             + "."
         )
-    kw = dict(mi=mi, flags=(), settings={
+    settings = {
         "collapse_threshold": thr, "max_width": max_width, "encoder_particles": encoder_particles,
         "start": "guide" if (start == "guide" and proposal is not None) else "prior", "seed": seed,
-    })
+    }
     if proposal is None:
-        return AuditReport(**{**kw, "flags": tuple(flags)})
+        return AuditReport(mi=mi, flags=tuple(flags), settings=settings)
 
     with seeded(None if seed is None else seed + 1, adapter.device):
         if data is None:
@@ -322,7 +316,7 @@ def audit(
             )
     rate, dist_ = enc["rate"], enc["distortion"]
     return AuditReport(
-        **{**kw, "flags": tuple(flags)},
+        mi=mi, flags=tuple(flags), settings=settings,
         rate=float(rate.mean()), rate_se=standard_error(rate),
         distortion=float(dist_.mean()), distortion_se=standard_error(dist_),
         sites=tuple(sites), x_source=source,
