@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import PyromiError
 
-__all__ = ["check_xy", "ksg_mi", "cca_mi", "infonce_mi"]
+__all__ = ["check_xy", "ksg_mi", "cca_mi", "canonical_pair_mi", "infonce_mi"]
 
 
 def _as_array(a, name: str) -> np.ndarray:
@@ -132,11 +132,18 @@ def cca_mi(x, y, *, shrinkage: float = 0.0) -> float:
     z = _standardise(np.concatenate([x, y], 1))
     r = (z.T @ z) / n
     r = (1 - shrinkage) * r + shrinkage * np.eye(dx + dy)
+    return float(canonical_pair_mi(r, dx, rho_max=1.0 - 1e-12).sum())
+
+
+def canonical_pair_mi(r: np.ndarray, dx: int, *, rho_max: float) -> np.ndarray:
+    """Per canonical pair ``-1/2 log(1 - rho_i^2)`` (nats, descending in rho) from a joint
+    correlation matrix ``r`` whose first ``dx`` rows/columns are X: the ``rho_i`` are the singular
+    values of ``Lx^-1 Rxy Ly^-T`` (``L`` Cholesky factors of the blocks), clipped to ``rho_max``."""
     lx = np.linalg.cholesky(r[:dx, :dx])
     ly = np.linalg.cholesky(r[dx:, dx:])
     m = np.linalg.solve(lx, np.linalg.solve(ly, r[dx:, :dx]).T)
-    rho = np.clip(np.linalg.svd(m, compute_uv=False), 0.0, 1.0 - 1e-12)
-    return float(-0.5 * np.log1p(-rho * rho).sum())
+    rho = np.clip(np.linalg.svd(m, compute_uv=False), 0.0, rho_max)
+    return -0.5 * np.log1p(-rho * rho)
 
 
 def infonce_mi(

@@ -128,14 +128,11 @@ def _corr(a: np.ndarray) -> np.ndarray:
 
 def _canonical_mi(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Per-pair ``-1/2 log(1 - rho_i^2)`` from the shrunk sample canonical correlations, descending."""
-    du = u.shape[1]
+    from ..baselines import canonical_pair_mi
+
     r = _corr(np.concatenate([u, v], 1))
     r = (1 - SHRINK) * r + SHRINK * np.eye(len(r))
-    lx = np.linalg.cholesky(r[:du, :du])
-    ly = np.linalg.cholesky(r[du:, du:])
-    m = np.linalg.solve(lx, np.linalg.solve(ly, r[du:, :du]).T)  # Lx^-1 Rxy Ly^-T
-    rho = np.clip(np.linalg.svd(m, compute_uv=False), 0.0, 1.0 - 1e-9)
-    return -0.5 * np.log1p(-rho * rho)
+    return canonical_pair_mi(r, u.shape[1], rho_max=1.0 - 1e-9)
 
 
 def num_set_features(d_max: int) -> int:
