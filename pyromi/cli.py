@@ -113,14 +113,14 @@ def _select(names: list[str], data, cols: list[str], flag: str) -> np.ndarray:
 
 def run_estimate(args) -> int:
     if args.domain:
-        from .mist import TRAINED_MI_Q99, load_pretrained
+        from .mist import load_pretrained
 
         pre = load_pretrained()
         cfg = pre.config.to_dict()
         print(f"MIST weights {pre.name} (sha256 {pre.sha256[:16]}...): 1..{cfg['d_max']} columns "
               f"per side (dx != dy allowed), n >= {cfg['n_min']} rows (above {cfg['n_max']}: "
               f"subsample-and-combine), inputs normalised by {cfg['norm']}; values in nats. 99% of the "
-              f"training MI was below {TRAINED_MI_Q99} nats (estimates above it warn: extrapolation)."
+              f"training MI was below {pre.trained_mi_q99} nats (estimates above it warn: extrapolation)."
               )
         bench = pre.meta.get("benchmark")
         if bench:

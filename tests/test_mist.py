@@ -11,6 +11,7 @@ import warnings
 import json
 import math
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ import pyromi.mist as mist
 from pyromi import baselines
 from pyromi.errors import PyromiError
 from pyromi.mist import families as fam
-from pyromi.mist.model import MISTConfig, MISTNet, collate, encode_set
+from pyromi.mist.model import MISTConfig, MISTNet, collate, encode_set, widen_state_dict
 
 Z = 4.0
 
@@ -161,6 +162,34 @@ def test_roles_are_explicit():
     t2, f2 = encode_set(np.exp(x), y**3, cfg)
     np.testing.assert_allclose(t1, t2)
     np.testing.assert_allclose(f1, f2, rtol=1e-5, atol=1e-6)
+
+
+def test_widen_state_dict_preserves_the_function():
+    """A network widened from d_max 4 to 7 gives the same quantiles on every sample it could read
+    before, and the new slots are live (a 6-column sample is not read as a 4-column one)."""
+    net, cfg = _tiny_net(3)
+    with torch.no_grad():
+        for p in net.parameters():  # non-trivial weights everywhere, incl. the set-feature MLP
+            p.add_(0.3 * torch.randn_like(p))
+    wide_cfg = replace(cfg, d_max=7, n_max=2000)
+    wide = MISTNet(wide_cfg).eval()
+    wide.load_state_dict(widen_state_dict(net.state_dict(), cfg, wide_cfg))
+    rng = np.random.default_rng(3)
+    taus = torch.tensor([0.05, 0.5, 0.95])
+    with torch.no_grad():
+        for dx, dy, n in ((1, 1, 15), (4, 2, 60), (3, 4, 200)):
+            x, y = rng.standard_normal((n, dx)), rng.standard_normal((n, dy))
+            x[:, 0] += y[:, 0]
+            q = net(*collate([encode_set(x, y, cfg)]), taus)
+            qw = wide(*collate([encode_set(x, y, wide_cfg)]), taus)
+            torch.testing.assert_close(qw, q, atol=1e-5, rtol=1e-5)
+        tok, mask, feats = collate([encode_set(rng.standard_normal((50, 6)), rng.standard_normal((50, 2)), wide_cfg)])
+        assert wide.row[0].weight[:, 4:7].abs().sum() == 0  # new slots start at zero weight ...
+        assert tok[0, :, 4:6].abs().sum() > 0  # ... but carry the extra columns for training to use
+    with pytest.raises(ValueError, match="only d_max"):
+        widen_state_dict(net.state_dict(), cfg, replace(cfg, d_max=7, dim=48))
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen_state_dict(wide.state_dict(), wide_cfg, cfg)
 
 
 # ----------------------------------------------------------------------------- shipped weights
@@ -358,19 +387,31 @@ def test_train_tiny_resumes_and_exports(tmp_path, monkeypatch):
     assert 0 <= e.lower <= e.value <= e.upper
     with pytest.raises(ValueError, match="unknown config"):
         tr.train("huge", run)
+    # warm start of a wider network from the run's best checkpoint (d_max 4 -> 6), function-preserving
+    wide = str(tmp_path / "wide")
+    wide_model = {**tr.CONFIGS["tiny"]["model"], "d_max": 6}
+    tr.train("tiny", wide, init=str(tmp_path / "run" / "best.pt"),
+             overrides={**ov, "steps": 2, "lr": 0.0, "model": wide_model})  # lr 0: weights stay at the init
+    src = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    got = torch.load(tmp_path / "wide" / "best.pt", weights_only=True)
+    expect = widen_state_dict(src["model"], MISTConfig.from_dict(src["config"]), MISTConfig.from_dict(wide_model))
+    assert got["config"]["d_max"] == 6 and got["model"].keys() == expect.keys()
+    for k in expect:
+        torch.testing.assert_close(got["model"][k], expect[k])
 
 
 def test_trained_mi_range_and_extrapolation_warning(pre):
-    """TRAINED_MI_Q99 matches the training meta-prior; estimates beyond it warn (extrapolation)."""
-    rng = np.random.default_rng(0)
+    """The weights' recorded training-MI 99th percentile matches an independent draw of the training
+    meta-prior; estimates beyond it warn (extrapolation)."""
+    rng = np.random.default_rng(12345)
     train = fam.SPLITS["train"]
     mis = [fam.draw_task(train[i % len(train)], *map(int, rng.integers(1, pre.config.d_max + 1, 2)), rng).mi for i in range(3000)]
     q99 = float(np.quantile(mis, 0.99))
-    assert abs(q99 - mist.TRAINED_MI_Q99) < 1.0, q99
-    # 8 independent pairs y = x + 0.05 e: I = 8 * 0.5 log(1 + 1/0.05^2) = 23.9 nats, far outside
-    x = rng.standard_normal((1000, 8))
-    y = x + 0.05 * rng.standard_normal((1000, 8))
-    with pytest.warns(UserWarning, match="above 8.85 nats.*extrapolation"):
+    assert "trained_mi_q99" in pre.meta and abs(q99 - pre.trained_mi_q99) < 1.0, (q99, pre.trained_mi_q99)
+    # 16 independent pairs y = x + 0.05 e: I = 16 * 0.5 log(1 + 1/0.05^2) = 47.9 nats, far outside
+    x = rng.standard_normal((1000, 16))
+    y = x + 0.05 * rng.standard_normal((1000, 16))
+    with pytest.warns(UserWarning, match=f"above {pre.trained_mi_q99} nats.*extrapolation"):
         mist.estimate(x, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a low-MI estimate does not warn

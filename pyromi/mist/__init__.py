@@ -65,10 +65,6 @@ __all__ = [
 DEFAULT_WEIGHTS = "mist-small"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _CACHE: dict[str, "Pretrained"] = {}
-#: 99th percentile of the true MI (nats) over the training meta-prior (train families, dx, dy ~ U{1..16};
-#: measured on 3000 draws, checked in tests/test_mist.py). Estimates above it are extrapolation:
-#: the network has seen almost no such sets, so accuracy and coverage there are unmeasured.
-TRAINED_MI_Q99 = 8.85
 #: Interval calibration rules (see the module docstring).
 CALIBRATION_RULES = ("family_robust", "pooled")
 
@@ -110,6 +106,18 @@ class Pretrained:
         cal = self.meta.get("calibration", {})
         key = "combine_gamma_family_robust" if self.rule(calibration) == "family_robust" else "combine_gamma"
         return float(cal.get(key, cal.get("combine_gamma", 0.5)))
+
+    @property
+    def trained_mi_q99(self) -> float:
+        """99th percentile of the true MI (nats) over the meta-prior the weights were trained on
+        (``train`` families, ``dx, dy ~ U{1..d_max}``), recorded at export. Estimates above it are
+        extrapolation: the network has seen almost no such sets, so accuracy and coverage there are
+        unmeasured."""
+        if "trained_mi_q99" not in self.meta:
+            from .families import SPLITS, mi_quantile
+
+            self.meta["trained_mi_q99"] = round(mi_quantile(SPLITS["train"], self.config.d_max), 2)
+        return float(self.meta["trained_mi_q99"])
 
     @property
     def gamma(self) -> float:
@@ -353,9 +361,9 @@ def estimate(
     n = x.shape[0]
     s = pre.scale_for(level, n // nb, rule)
     ms = 1e3 * (time.perf_counter() - t0)
-    if q[1] > TRAINED_MI_Q99:
+    if q[1] > pre.trained_mi_q99:
         warnings.warn(
-            f"MIST estimate {q[1]:.2f} nats is above {TRAINED_MI_Q99} nats, the 99th percentile of the MI "
+            f"MIST estimate {q[1]:.2f} nats is above {pre.trained_mi_q99} nats, the 99th percentile of the MI "
             f"it was trained on: this is extrapolation, and its accuracy and interval coverage there were not measured. If the "
             f"model's densities are available, use a bound (bound='ais' or 'iwae') instead",
             stacklevel=2,

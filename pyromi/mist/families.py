@@ -75,6 +75,7 @@ __all__ = [
     "MetaSet",
     "draw_set",
     "make_grid",
+    "mi_quantile",
 ]
 
 STRUCTURES = (
@@ -529,3 +530,13 @@ def make_grid(
                 x, y = task.sample(int(n), rng)
                 out.append((MetaSet(x, y, task.mi, fam), dx, dy))
     return out
+
+
+def mi_quantile(families: tuple[str, ...] | list[str], d_max: int, q: float = 0.99, *, draws: int = 3000,
+                seed: int = 0) -> float:
+    """The ``q``-quantile of the true MI (nats) over the meta-prior of ``families`` with
+    ``dx, dy ~ U{1..d_max}`` (families taken in turn), from ``draws`` task draws."""
+    rng = np.random.default_rng(seed)
+    mis = [draw_task(families[i % len(families)], *map(int, rng.integers(1, d_max + 1, 2)), rng).mi for i in range(draws)]
+    return float(np.quantile(mis, q))
+

@@ -39,7 +39,7 @@ quantiles cannot cross, and ``I >= 0``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -322,3 +322,33 @@ class MISTNet(nn.Module):
     def log1p_quantiles(self, tokens, mask, feats, taus) -> torch.Tensor:
         """tau-quantiles of ``log(1 + I)``, ``(B, K)``."""
         return self.head.log1p_quantiles(self.embed(tokens, mask, feats), taus)
+
+
+def widen_state_dict(state: dict, old: MISTConfig, new: MISTConfig) -> dict:
+    """Map a state dict of a network with ``old.d_max`` onto one with ``new.d_max >= old.d_max``
+    (everything else in the architecture equal) so that the new network computes the same function
+    on every sample with at most ``old.d_max`` columns per side: the input weights of the token
+    slots ``[u, v, m_x, m_y]`` move to their new offsets (new slots get zero weights), the
+    ``dx / d_max`` and ``dy / d_max`` set features get weights scaled by ``new.d_max / old.d_max``
+    and the padded canonical-pair features keep theirs (new ones zero). Used to warm-start a
+    wider network from trained weights (``python -m pyromi.mist.train --init``)."""
+    if replace(old, d_max=new.d_max, n_max=new.n_max, n_min=new.n_min) != new:
+        raise ValueError("widen_state_dict: only d_max (and the n range) may differ between the configs")
+    if new.d_max < old.d_max:
+        raise ValueError(f"cannot narrow d_max from {old.d_max} to {new.d_max}")
+    Do, Dn = old.d_max, new.d_max
+    out = {k: v.clone() for k, v in state.items()}
+    w = state["row.0.weight"]
+    wn = w.new_zeros(w.shape[0], 4 * Dn)
+    for slot in range(4):
+        wn[:, slot * Dn : slot * Dn + Do] = w[:, slot * Do : (slot + 1) * Do]
+    out["row.0.weight"] = wn
+    if new.use_set_features:
+        f = state["feat.0.weight"]
+        fn = f.new_zeros(f.shape[0], num_set_features(Dn))
+        fn[:, :7] = f[:, :7]
+        fn[:, 1:3] *= Dn / Do
+        fn[:, 7 : 7 + Do] = f[:, 7:]
+        out["feat.0.weight"] = fn
+    return out
+

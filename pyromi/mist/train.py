@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import families as fam
-from .model import MISTConfig, MISTNet, collate, encode_set
+from .model import MISTConfig, MISTNet, collate, encode_set, widen_state_dict
 
 __all__ = ["CONFIGS", "pinball", "train", "build_val", "evaluate", "calibrate", "export", "main"]
 
@@ -54,6 +54,15 @@ CONFIGS: dict[str, dict] = {
         batch=64, steps=40000, lr=1e-3, weight_decay=1e-4, warmup=300, eval_every=500,
         taus_per_set=8, log1p_weight=1.0, clip=1.0, patience=3, lr_factor=0.5, min_lr=2e-5,
         seed=20251123, val_n=(10, 22, 50, 110, 250, 550, 1000), val_reps=6, save_every=500,
+    ),
+    # the small network widened to dx, dy <= 32 and n <= 2000; meant to be warm-started from the
+    # small weights with ``--init`` (see :func:`pyromi.mist.model.widen_state_dict`)
+    "medium": dict(
+        model=dict(d_max=32, norm="rank", dim=64, heads=4, num_inducing=16, num_isab=2, num_seeds=4,
+                   ffn=128, row_hidden=128, head_hidden=128, num_basis=16, n_min=10, n_max=2000),
+        batch=64, steps=8000, lr=5e-4, weight_decay=1e-4, warmup=200, eval_every=500,
+        taus_per_set=8, log1p_weight=1.0, clip=1.0, patience=2, lr_factor=0.5, min_lr=2e-5,
+        seed=20261123, val_n=(10, 22, 50, 110, 250, 550, 1000, 2000), val_reps=4, save_every=500,
     ),
     "large": dict(
         model=dict(d_max=32, norm="rank", dim=128, heads=8, num_inducing=32, num_isab=3, num_seeds=8,
@@ -155,11 +164,14 @@ def _save(path: str, obj) -> None:
 
 
 def train(config: str, out: str, *, steps: int | None = None, resume: bool = False, threads: int | None = None,
-          overrides: dict | None = None) -> dict:
+          overrides: dict | None = None, init: str | None = None) -> dict:
     """Run (or resume) training of the named config into ``out``; returns the final log entry.
 
     ``threads``: torch intra-op threads (``None`` leaves the setting alone; the CLI passes 1).
     ``overrides``: replacements for top-level config keys (e.g. ``{"steps": 10}``).
+    ``init``: a checkpoint (``best.pt`` of another run, or exported weights) to start from instead
+    of a random initialisation; a smaller ``d_max`` is widened function-preservingly
+    (:func:`~pyromi.mist.model.widen_state_dict`). Ignored when resuming.
     """
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; choose one of {sorted(CONFIGS)}")
@@ -185,8 +197,13 @@ def train(config: str, out: str, *, steps: int | None = None, resume: bool = Fal
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
         print(f"resumed at step {state['step']} (best val {state['best']:.4f})", flush=True)
-    elif resume:
-        print(f"--resume: no {last}; starting fresh", flush=True)
+    else:
+        if resume:
+            print(f"--resume: no {last}; starting fresh", flush=True)
+        if init is not None:
+            ck = torch.load(init, weights_only=True)
+            net.load_state_dict(widen_state_dict(ck["model"], MISTConfig.from_dict(ck["config"]), mcfg))
+            print(f"initialised from {init} (d_max {ck['config']['d_max']} -> {mcfg.d_max})", flush=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"name": config, **cfg}, f, indent=1)
     val = build_val(cfg, mcfg)
@@ -343,6 +360,7 @@ def export(run_dir: str, name: str, *, dest: str | None = None, calibration: dic
         "name": name,
         "sha256": sha,
         "config": state["config"],
+        "trained_mi_q99": round(fam.mi_quantile(fam.SPLITS["train"], pre.config.d_max), 2),
         "training": {
             "run_config": run_cfg,
             "parameters": sum(v.numel() for v in state["model"].values()),
@@ -366,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="run directory (default ./mist_runs/<config>)")
     ap.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--init", default=None, metavar="CKPT",
+                    help="start from this checkpoint (e.g. another run's best.pt); d_max is widened if smaller")
     ap.add_argument("--export", metavar="NAME", default=None,
                     help="instead of training: calibrate <out>/best.pt and write pyromi/mist/weights/NAME.{pt,json}")
     a = ap.parse_args(argv)
@@ -374,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
         meta = export(a.out or os.path.join("mist_runs", a.config), a.export)
         print(json.dumps({k: meta[k] for k in ("name", "sha256", "calibration")}, indent=1))
         return
-    train(a.config, a.out or os.path.join("mist_runs", a.config), steps=a.steps, resume=a.resume, threads=a.threads)
+    train(a.config, a.out or os.path.join("mist_runs", a.config), steps=a.steps, resume=a.resume, threads=a.threads,
+          init=a.init)
 
 
 if __name__ == "__main__":
