@@ -188,17 +188,24 @@ def main() -> None:
     ap.add_argument("--plot", default=None, help="write a PNG of MSE and coverage versus n (needs matplotlib)")
     ap.add_argument("--json", default=None, help="write the per-set records as JSON")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--d-max", type=int, default=None,
+                    help="draw dx, dy from 1..D (default: the weights' d_max); the grids of a smaller D are the "
+                         "same sets for every weights, so runs of two weights with the same D compare directly")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     reps = a.reps or (1 if a.quick else 3)
     pre = mist.load_pretrained(a.weights)
     cfg = pre.config
+    d_max = a.d_max or cfg.d_max
+    if d_max > cfg.d_max:
+        raise SystemExit(f"--d-max {d_max} exceeds the weights' d_max {cfg.d_max}")
     print(f"MIST weights {pre.name} (sha256 {pre.sha256[:16]}...), d_max={cfg.d_max}, n in [{cfg.n_min}, {cfg.n_max}] "
-          f"(larger n: subsample-and-combine), norm={cfg.norm}; grids: n in {N_VALUES}, {reps} task(s) per cell")
+          f"(larger n: subsample-and-combine), norm={cfg.norm}; grids: dx, dy in 1..{d_max}, n in {N_VALUES}, "
+          f"{reps} task(s) per cell")
     t0 = time.time()
     rows = []
     for split in ("test_imd", "test_unseen"):
-        rows += run_grid(split, N_VALUES, reps, pre, cfg.d_max)
+        rows += run_grid(split, N_VALUES, reps, pre, d_max)
     print(f"(grids evaluated in {time.time() - t0:.0f} s)")
     summary = print_tables(rows)
     times = timings(pre, repeats=3 if a.quick else 7, infonce_samples=1 if a.quick else 2)

@@ -135,16 +135,7 @@ def _draw_with_sites(adapter: ModelAdapter, proposal: Proposal, observed, k: int
     """K draws of q(z|x) per x with total and per-site ``log q`` and the model's evaluation."""
     n = next(iter(observed.values())).shape[0]
     if isinstance(proposal, AmortizedNormal):
-        loc, scale = proposal(observed)
-        u = loc + scale * torch.randn((k,) + loc.shape, dtype=loc.dtype, device=loc.device)
-        ev = adapter.log_density_unconstrained(u, observed)
-        site_log_q = {}
-        for name in adapter.latent_names:
-            a, b = adapter._offsets[name]
-            lq = AmortizedNormal._log_normal(u[..., a:b], loc[..., a:b], scale[..., a:b]).double()
-            ladj = (ev.site_log_abs_det_jacobian or {}).get(name)
-            site_log_q[name] = lq if ladj is None else lq - ladj.double()
-        return ev, site_log_q
+        return proposal.sample_sites(adapter, observed, k)
     if isinstance(proposal, GuideProposal):
         tr = proposal._trace(adapter, observed, k, n)
         latent = {name: tr.nodes[name]["value"] for name in adapter.latent_names if name in tr.nodes}

@@ -255,7 +255,8 @@ def train(config: str, out: str, *, steps: int | None = None, resume: bool = Fal
 
 
 CAL_LEVELS = (0.5, 0.8, 0.9, 0.95)
-CAL_N = (10, 12, 15, 18, 22, 27, 33, 40, 50, 60, 75, 90, 110, 140, 170, 210, 260, 320, 400, 500, 620, 800, 1000)
+CAL_N = (10, 12, 15, 18, 22, 27, 33, 40, 50, 60, 75, 90, 110, 140, 170, 210, 260, 320, 400, 500, 620, 800, 1000,
+         1250, 1600, 2000)  # sizes above the weights' n_max are skipped
 CAL_EDGES = (30, 100, 300)  # n-bins [n_min, 30), [30, 100), [100, 300), [300, n_max]
 
 
