@@ -74,22 +74,30 @@ def load_table(path: str | Path, array: str | None = None) -> tuple[list[str], n
             raise SystemExit(f"error: {path}: rows must all have {len(names)} columns")
         return names, data
     if suffix == ".npy":
-        data = np.load(path, allow_pickle=False)
-        if data.ndim == 1:
-            data = data[:, None]
-        if data.ndim != 2:
-            raise SystemExit(f"error: {path} holds an array of shape {data.shape}; expected 2-D (rows, columns)")
-        return [str(i) for i in range(data.shape[1])], data.astype(np.float64)
+        data = _as_table(np.load(path, allow_pickle=False), str(path))
+        return [str(i) for i in range(data.shape[1])], data
     if suffix == ".npz":
         z = np.load(path, allow_pickle=False)
         if array is not None:
             if array not in z.files:
                 raise SystemExit(f"error: {path} has no array {array!r}; it has {z.files}")
-            data = z[array]
-            data = data[:, None] if data.ndim == 1 else data
-            return [str(i) for i in range(data.shape[1])], data.astype(np.float64)
+            data = _as_table(z[array], f"{path}[{array!r}]")
+            return [str(i) for i in range(data.shape[1])], data
         return list(z.files), {k: z[k] for k in z.files}
     raise SystemExit(f"error: unsupported file type {suffix!r}; use .csv, .npy or .npz")
+
+
+def _as_table(a: np.ndarray, where: str, flatten: bool = False) -> np.ndarray:
+    """``a`` as a float64 (rows, columns) table: a 1-D array is one column; with ``flatten`` the
+    trailing dimensions of a higher-dimensional array become columns, else it is an error."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        a = a[:, None]
+    elif a.ndim > 2 and flatten:
+        a = a.reshape(a.shape[0], -1)
+    if a.ndim != 2:
+        raise SystemExit(f"error: {where} holds an array of shape {a.shape}; expected 2-D (rows, columns)")
+    return a.astype(np.float64)
 
 
 def _select(names: list[str], data, cols: list[str], flag: str) -> np.ndarray:
@@ -97,9 +105,7 @@ def _select(names: list[str], data, cols: list[str], flag: str) -> np.ndarray:
         missing = [c for c in cols if c not in data]
         if missing:
             raise SystemExit(f"error: {flag} names unknown array(s) {missing}; the file has {names}")
-        parts = [np.asarray(data[c], dtype=np.float64) for c in cols]
-        parts = [p[:, None] if p.ndim == 1 else p.reshape(p.shape[0], -1) for p in parts]
-        return np.concatenate(parts, 1)
+        return np.concatenate([_as_table(data[c], f"array {c!r}", flatten=True) for c in cols], 1)
     idx = []
     for c in cols:
         if c in names:

@@ -62,6 +62,16 @@ def test_npy_and_npz_inputs(gaussian, tmp_path, capsys):
     main(["estimate", str(tmp_path / "e.npz"), "--array", "data", "--x", "0", "--y", "1", "--method", "cca"])
     v_arr = _numbers(capsys.readouterr().out)[0]
     assert v_npy == v_npz == v_arr and abs(v_npy - TRUTH) < 0.1
+    # named npz blocks may be images (trailing dimensions become columns); a table must be 2-D
+    np.savez(tmp_path / "img.npz", x=gaussian[:, :1].reshape(-1, 1, 1), y=gaussian[:, 1])
+    main(["estimate", str(tmp_path / "img.npz"), "--x", "x", "--y", "y", "--method", "cca"])
+    assert _numbers(capsys.readouterr().out)[0] == v_npy
+    np.save(tmp_path / "cube.npy", gaussian.reshape(-1, 1, 2))
+    with pytest.raises(SystemExit, match=r"cube.npy holds an array of shape \(\d+, 1, 2\); expected 2-D"):
+        main(["estimate", str(tmp_path / "cube.npy"), "--x", "0", "--y", "1"])
+    np.savez(tmp_path / "cube.npz", data=gaussian.reshape(-1, 1, 2))
+    with pytest.raises(SystemExit, match=r"cube.npz\['data'\] holds an array of shape"):
+        main(["estimate", str(tmp_path / "cube.npz"), "--array", "data", "--x", "0", "--y", "1"])
 
 
 @pytest.mark.parametrize("args,match", [
