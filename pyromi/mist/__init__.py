@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: Name of the shipped checkpoint used by default (``weights/<name>.pt`` and ``<name>.json``).
-DEFAULT_WEIGHTS = "mist-small"
+DEFAULT_WEIGHTS = "mist-medium"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _CACHE: dict[str, "Pretrained"] = {}
 #: Interval calibration rules (see the module docstring).
@@ -335,7 +335,8 @@ def estimate(
     Returns an :class:`~pyromi.result.MIEstimate` with ``bound="mist"``, ``point`` (= ``value``) the
     median, ``lower``/``upper`` the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles, ``level``,
     ``num_samples = n``; ``settings`` records the weights (name, SHA-256, config) and ``diagnostics``
-    the number of blocks, the block size and the milliseconds taken.
+    the number of blocks, the block size, the milliseconds taken, the weights' training-MI 99th
+    percentile ``trained_mi_q99`` and ``extrapolation`` (the median lies above it; a warning too).
 
     Args:
         x, y: numpy arrays or torch tensors, one row per joint draw; ``dx != dy`` is fine.
@@ -390,6 +391,8 @@ def estimate(
             "block_size": int(math.ceil(n / nb)),
             "milliseconds": ms,
             "dims": (x.shape[1], y.shape[1]),
+            "trained_mi_q99": pre.trained_mi_q99,
+            "extrapolation": bool(q[1] > pre.trained_mi_q99),
         },
         observed=tuple(observed),
         latent=tuple(latent),

@@ -532,7 +532,7 @@ def make_grid(
     return out
 
 
-def mi_quantile(families: tuple[str, ...] | list[str], d_max: int, q: float = 0.99, *, draws: int = 3000,
+def mi_quantile(families: tuple[str, ...] | list[str], d_max: int, q: float = 0.99, *, draws: int = 20000,
                 seed: int = 0) -> float:
     """The ``q``-quantile of the true MI (nats) over the meta-prior of ``families`` with
     ``dx, dy ~ U{1..d_max}`` (families taken in turn), from ``draws`` task draws."""

@@ -205,7 +205,7 @@ def train(config: str, out: str, *, steps: int | None = None, resume: bool = Fal
             net.load_state_dict(widen_state_dict(ck["model"], MISTConfig.from_dict(ck["config"]), mcfg))
             print(f"initialised from {init} (d_max {ck['config']['d_max']} -> {mcfg.d_max})", flush=True)
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"name": config, **cfg}, f, indent=1)
+        json.dump({"name": config, **cfg, **({"init": init} if init else {})}, f, indent=1)
     val = build_val(cfg, mcfg)
     families = fam.SPLITS["train"]
     nparams = sum(p.numel() for p in net.parameters())
