@@ -362,9 +362,11 @@ def estimate(
     n = x.shape[0]
     s = pre.scale_for(level, n // nb, rule)
     ms = 1e3 * (time.perf_counter() - t0)
-    if q[1] > pre.trained_mi_q99:
+    q99 = pre.trained_mi_q99
+    extrapolation = bool(q[1] > q99)
+    if extrapolation:
         warnings.warn(
-            f"MIST estimate {q[1]:.2f} nats is above {pre.trained_mi_q99} nats, the 99th percentile of the MI "
+            f"MIST estimate {q[1]:.2f} nats is above {q99} nats, the 99th percentile of the MI "
             f"it was trained on: this is extrapolation, and its accuracy and interval coverage there were not measured. If the "
             f"model's densities are available, use a bound (bound='ais' or 'iwae') instead",
             stacklevel=2,
@@ -391,8 +393,8 @@ def estimate(
             "block_size": int(math.ceil(n / nb)),
             "milliseconds": ms,
             "dims": (x.shape[1], y.shape[1]),
-            "trained_mi_q99": pre.trained_mi_q99,
-            "extrapolation": bool(q[1] > pre.trained_mi_q99),
+            "trained_mi_q99": q99,
+            "extrapolation": extrapolation,
         },
         observed=tuple(observed),
         latent=tuple(latent),

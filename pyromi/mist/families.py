@@ -539,4 +539,3 @@ def mi_quantile(families: tuple[str, ...] | list[str], d_max: int, q: float = 0.
     rng = np.random.default_rng(seed)
     mis = [draw_task(families[i % len(families)], *map(int, rng.integers(1, d_max + 1, 2)), rng).mi for i in range(draws)]
     return float(np.quantile(mis, q))
-

@@ -351,4 +351,3 @@ def widen_state_dict(state: dict, old: MISTConfig, new: MISTConfig) -> dict:
         fn[:, 7 : 7 + Do] = f[:, 7:]
         out["feat.0.weight"] = fn
     return out
-

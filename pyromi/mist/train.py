@@ -55,15 +55,6 @@ CONFIGS: dict[str, dict] = {
         taus_per_set=8, log1p_weight=1.0, clip=1.0, patience=3, lr_factor=0.5, min_lr=2e-5,
         seed=20251123, val_n=(10, 22, 50, 110, 250, 550, 1000), val_reps=6, save_every=500,
     ),
-    # the small network widened to dx, dy <= 32 and n <= 2000; meant to be warm-started from the
-    # small weights with ``--init`` (see :func:`pyromi.mist.model.widen_state_dict`)
-    "medium": dict(
-        model=dict(d_max=32, norm="rank", dim=64, heads=4, num_inducing=16, num_isab=2, num_seeds=4,
-                   ffn=128, row_hidden=128, head_hidden=128, num_basis=16, n_min=10, n_max=2000),
-        batch=64, steps=8000, lr=5e-4, weight_decay=1e-4, warmup=200, eval_every=500,
-        taus_per_set=8, log1p_weight=1.0, clip=1.0, patience=2, lr_factor=0.5, min_lr=2e-5,
-        seed=20261123, val_n=(10, 22, 50, 110, 250, 550, 1000, 2000), val_reps=4, save_every=500,
-    ),
     "large": dict(
         model=dict(d_max=32, norm="rank", dim=128, heads=8, num_inducing=32, num_isab=3, num_seeds=8,
                    ffn=256, row_hidden=256, head_hidden=256, num_basis=24, n_min=10, n_max=2000),
@@ -72,6 +63,12 @@ CONFIGS: dict[str, dict] = {
         seed=20251123, val_n=(10, 22, 50, 110, 250, 550, 1000, 2000), val_reps=8, save_every=1000,
     ),
 }
+# the small network widened to dx, dy <= 32 and n <= 2000 (only d_max and the n range differ, as
+# widen_state_dict requires); meant to be warm-started from the small weights with ``--init``
+CONFIGS["medium"] = copy.deepcopy(CONFIGS["small"])
+CONFIGS["medium"]["model"].update(d_max=32, n_max=2000)
+CONFIGS["medium"].update(steps=8000, lr=5e-4, warmup=200, patience=2, seed=20261123,
+                         val_n=(10, 22, 50, 110, 250, 550, 1000, 2000), val_reps=4)
 CONFIGS["small-standard"] = copy.deepcopy(CONFIGS["small"])
 CONFIGS["small-standard"]["model"]["norm"] = "standard"
 CONFIGS["small-nofeat"] = copy.deepcopy(CONFIGS["small"])
@@ -361,7 +358,7 @@ def export(run_dir: str, name: str, *, dest: str | None = None, calibration: dic
         "name": name,
         "sha256": sha,
         "config": state["config"],
-        "trained_mi_q99": round(fam.mi_quantile(fam.SPLITS["train"], pre.config.d_max), 2),
+        "trained_mi_q99": pre.trained_mi_q99,  # computed from the config: the checkpoint has no record yet
         "training": {
             "run_config": run_cfg,
             "parameters": sum(v.numel() for v in state["model"].values()),
