@@ -11,7 +11,9 @@ from .errors import (
     DensityError,
     DeviceError,
     GuideError,
+    ModelError,
     PyromiError,
+    ResourceError,
     SiteError,
     VectorizationError,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "DeviceError",
     "GuideError",
     "GuideProposal",
+    "ModelError",
+    "ResourceError",
     "JointSamples",
     "LogMarginalEstimate",
     "MIEstimate",

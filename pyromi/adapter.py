@@ -36,12 +36,23 @@ from pyro.distributions.util import scale_and_mask, sum_rightmost
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_factor, site_is_subsample
 
+from . import transforms  # noqa: F401  (registers bijections for mixture supports)
 from ._rng import seeded
-from .errors import DensityError, DeviceError, SiteError, VectorizationError
+from ._state import warn
+from .errors import (
+    DensityError,
+    DeviceError,
+    ModelError,
+    PyromiError,
+    ResourceError,
+    SiteError,
+    VectorizationError,
+)
 
 __all__ = ["ModelAdapter", "JointSamples", "ModelEvaluation", "SiteInfo"]
 
 PARTICLE_PLATE = "_pm_particles"
+_PLAIN_STAGE = "when run on its own (no pyromi plates)"
 SAMPLE_PLATE = "_pm_x"
 _PROBE_N = 3  # a prime that rarely coincides with a model's own dimension sizes
 
@@ -108,10 +119,69 @@ def _as_names(names: str | Sequence[str] | None, argname: str) -> list[str] | No
         return None
     if isinstance(names, str):
         return [names]
-    names = list(names)
+    try:
+        names = list(names)
+    except TypeError:
+        raise TypeError(
+            f"{argname}= must be a site name (str) or a list of site names, got {names!r} "
+            f"({type(names).__name__}); e.g. {argname}='x' or {argname}=['x1', 'x2']."
+        ) from None
     if not all(isinstance(n, str) for n in names):
-        raise SiteError(f"{argname} must be a site name or a list of site names, got {names!r}")
+        raise SiteError(f"{argname}= must be a site name or a list of site names, got {names!r}")
     return names
+
+
+def _as_device(device) -> torch.device | None:
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, (str, int)) or isinstance(device, bool):
+        raise TypeError(f"device= must be a torch.device, a string such as 'cpu' or 'cuda:0', or None; got {device!r}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DeviceError(
+            f"device={device!r} is not a device torch knows; use 'cpu', 'cuda' or 'cuda:<index>' "
+            "(or leave device=None to use the model's own device)."
+        ) from None
+
+
+_DTYPES = {"float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+           "float32": torch.float32, "float": torch.float32, "float64": torch.float64,
+           "double": torch.float64}
+
+
+def _as_dtype(dtype) -> torch.dtype | None:
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        key = dtype.removeprefix("torch.")
+        if key in _DTYPES:
+            return _DTYPES[key]
+    elif isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    raise TypeError(
+        f"dtype= must be a floating torch dtype (torch.float32, torch.float64) or its name "
+        f"('float32', 'float64'), or None for the model's own dtype; got {dtype!r}."
+    )
+
+
+class _UnconditionSites(Messenger):
+    """``poutine.uncondition`` restricted to the named sites: they are sampled from their
+    distribution even where the model passes ``obs=``; every other conditioned site keeps its value."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = set(names)
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] == "sample" and msg["name"] in self.names and msg["is_observed"]:
+            if msg["infer"].get("_deterministic"):
+                return
+            msg["is_observed"] = False
+            msg["infer"]["was_observed"] = True
+            msg["infer"]["obs"] = msg["value"]
+            msg["value"] = None
+            msg["done"] = False
 
 
 def _is_identity(transform) -> bool:
@@ -143,8 +213,12 @@ class _Evaluate(Messenger):
         unconstrained: dict[str, torch.Tensor] | None = None,
         record_unconstrained: bool = False,
         score_prior: bool = True,
+        constant_names: Sequence[str] = (),
     ):
         super().__init__()
+        self.constant_names = set(constant_names)
+        self.batch_shapes: dict[str, torch.Size] = {}
+        self.constant_log_probs: dict[str, torch.Tensor] = {}
         self.latent_names = set(latent_names)
         self.observed_names = set(observed_names)
         self.lead_shape = lead_shape
@@ -188,10 +262,15 @@ class _Evaluate(Messenger):
         if msg["type"] != "sample":
             return
         name = msg["name"]
+        if name in self.constant_names:
+            lp = scale_and_mask(msg["fn"].log_prob(msg["value"]), msg["scale"], msg["mask"])
+            self.constant_log_probs[name] = _sum_trailing(lp, 2).expand(self.lead_shape)
+            return
         is_latent = name in self.latent_names
         if not is_latent and name not in self.observed_names:
             return
         fn, value = msg["fn"], msg["value"]
+        self.batch_shapes[name] = fn.batch_shape
         if is_latent:
             self.values[name] = value
             if self.record:
@@ -281,14 +360,15 @@ class ModelAdapter:
         latent_names = _as_names(latent, "latent")
         self.densities = densities
         self.likelihood = likelihood and densities
-        self.requested_device = None if device is None else torch.device(device)
+        self.requested_device = _as_device(device)
         if self.requested_device is not None and self.requested_device.type == "cuda":
             if not torch.cuda.is_available():
                 raise DeviceError(
                     f"device={self.requested_device} was requested but CUDA is not available on "
                     "this machine; pass device='cpu' (or leave device=None)."
                 )
-        self.requested_dtype = dtype
+        self.requested_dtype = _as_dtype(dtype)
+        self._observed_request = observed_names
         with seeded(seed, self.requested_device):
             prototype = self._prototype_trace()
             self._prototype = prototype
@@ -311,11 +391,30 @@ class ModelAdapter:
         """Turn exceptions raised by the model into errors that say what to change."""
         try:
             yield
-        except (SiteError, DeviceError, VectorizationError, DensityError):
+        except PyromiError:
             raise
+        except MemoryError as e:
+            raise ResourceError(
+                f"the model ran out of memory {stage}: {e}. Lower max_memory= (or max_batch=, "
+                "num_particles=, num_samples=) so that fewer (particle, sample) pairs are "
+                "evaluated in one model pass."
+            ) from e
         except Exception as e:
+            if isinstance(e, RuntimeError) and _is_out_of_memory(e):
+                raise ResourceError(
+                    f"the model ran out of memory {stage}: {str(e).splitlines()[0]}. Lower "
+                    "max_memory= (or max_batch=, num_particles=, num_samples=) so that fewer "
+                    "(particle, sample) pairs are evaluated in one model pass."
+                ) from e
             where = "" if last is None else last.where()
             msg = str(e).split("\nTrace Shapes:")[0]  # drop Pyro's shape dump
+            if isinstance(e, ValueError) and "to satisfy the constraint" in msg:
+                raise DensityError(
+                    f"a distribution in the model received invalid parameters {stage}{where}: "
+                    f"{msg} Check the parameters of the site's distribution (a NaN or infinite "
+                    "location, a scale that can reach 0 or go negative, probabilities outside "
+                    "[0, 1]) at the latent values the model can draw."
+                ) from e
             if isinstance(e, NotImplementedError):
                 raise SiteError(
                     f"a distribution in the model raised NotImplementedError {stage}{where}"
@@ -329,6 +428,12 @@ class ModelAdapter:
                     f"the model failed {stage}{where} with a device mismatch: {msg}. Create the "
                     "model's tensors (constants, nn.Module weights, model_args) on one device, the "
                     "one passed as device=, e.g. W = W.to(device)."
+                ) from e
+            if stage.startswith(_PLAIN_STAGE):
+                raise ModelError(
+                    f"the model raised {type(e).__name__} {stage}{where}: {msg}. This is an "
+                    "error of the model itself, before pyromi adds any batch dimension: check "
+                    "that model(*model_args, **model_kwargs) runs in plain Pyro."
                 ) from e
             if "Shape mismatch inside plate('_pm_" in msg:
                 raise VectorizationError(
@@ -347,8 +452,13 @@ class ModelAdapter:
                 "over all dimensions)."
             ) from e
 
+    def _generative(self) -> Callable:
+        """The model with its observed sites sampled (their ``obs=`` ignored); sites fixed in the
+        model (``obs=`` or ``pyro.condition`` on a site not in ``observed=``) keep their values."""
+        return _UnconditionSites(self._observed_request)(self.model)
+
     def _prototype_trace(self) -> poutine.Trace:
-        return self._call_traced(poutine.uncondition(self.model), "when run once")
+        return self._call_traced(self._generative(), _PLAIN_STAGE)
 
     def _inspect(
         self,
@@ -359,6 +469,7 @@ class ModelAdapter:
     ) -> None:
         sample_sites: dict[str, dict] = {}
         deterministic: set[str] = set()
+        constants: list[str] = []
         for name, site in tr.nodes.items():
             if site["type"] != "sample":
                 continue
@@ -372,6 +483,10 @@ class ModelAdapter:
                 )
             if site["infer"].get("_deterministic"):
                 deterministic.add(name)
+                continue
+            if site["is_observed"] and name not in observed:
+                # fixed in the model (obs= or pyro.condition): a constant, never a latent
+                constants.append(name)
                 continue
             for frame in site["cond_indep_stack"]:
                 if frame.full_size is not None and frame.size != frame.full_size:
@@ -400,6 +515,16 @@ class ModelAdapter:
         available = ", ".join(repr(n) for n in sample_sites) or "(none)"
         def require_sample_sites(kind: str, names: list[str]) -> None:
             for name in names:
+                if name in constants:
+                    raise SiteError(
+                        f"{kind} site '{name}' is fixed in the model (it has obs= or is set by "
+                        "pyro.condition), so pyromi treats it as a constant: it is never simulated "
+                        "and cannot be a latent variable. Remove the obs=/condition to make it a "
+                        "random latent site, or leave it out of latent=."
+                        if kind == "latent" else
+                        f"{kind} site '{name}' is fixed in the model by pyro.condition: a constant "
+                        "cannot be an observed variable. Pass the unconditioned model."
+                    )
                 if name in deterministic:
                     raise SiteError(
                         f"{kind} site '{name}' is a pyro.deterministic site; name the sample site "
@@ -417,9 +542,15 @@ class ModelAdapter:
         if latent is None:
             latent = [n for n in sample_sites if n not in observed]
             if not latent:
+                fixed = (
+                    f" Site(s) {constants} are fixed in the model (obs= or pyro.condition) and so "
+                    "are constants, not latents: x depends on no random latent."
+                    if constants else ""
+                )
                 raise SiteError(
-                    f"the model has no latent sites besides the observed ones ({observed}); "
-                    "I(x; z) needs at least one latent pyro.sample site."
+                    f"the model has no latent sites besides the observed ones ({observed}) that it samples."
+                    f"{fixed} I(x; z) needs at least one latent pyro.sample site that the model "
+                    "samples."
                 )
         else:
             if not latent:
@@ -488,7 +619,16 @@ class ModelAdapter:
                     )
         self.observed_names = list(observed)
         self.latent_names = list(latent)
+        self.constant_names = constants
         self.scored_observed = list(observed) if self.likelihood else []
+        carried = [n for n in observed if sample_sites[n]["infer"].get("was_observed")]
+        if carried:
+            warn(
+                f"observed site(s) {carried} carry obs= values in the model; pyromi does not use "
+                "them: I(x; z) is a property of the generative model p(x, z), so x is simulated "
+                "together with z. To measure the information in a data set, use "
+                "pyromi.audit.audit(model, observed, data=...)."
+            )
 
     @staticmethod
     def _check_density(name: str, site: dict, is_latent: bool) -> None:
@@ -555,6 +695,7 @@ class ModelAdapter:
         self.dtype = self.requested_dtype or joint.latent[self.latent_names[0]].dtype
         self.sites: dict[str, SiteInfo] = {}
         tr = self._last_joint_trace
+        self._pair_bytes = 4 * max(1, _per_sample_bytes(tr, _PROBE_N))
         for name in self.observed_names + self.latent_names:
             site = tr.nodes[name]
             value = site["value"]
@@ -594,7 +735,20 @@ class ModelAdapter:
         z_pair = {n: torch.stack([v, v[perm]]) for n, v in joint.latent.items()}
         with self._translate_errors("under pyromi's particle and sample plates"):
             with pyro.validation_enabled(True):
-                self.log_density(z_pair, joint.observed)
+                ev = self._evaluate((2, _PROBE_N), joint.observed, latent=z_pair,
+                                    constant_names=self.constant_names)
+        for name, batch_shape in ev.batch_shapes.items():
+            self._check_batch_shape(name, batch_shape, (2, _PROBE_N))
+        for name, lp in ev.constant_log_probs.items():
+            if not torch.allclose(lp, lp.reshape(-1)[0].expand_as(lp), rtol=1e-5, atol=1e-6):
+                raise SiteError(
+                    f"site '{name}' is fixed in the model (obs= or pyro.condition) but its density "
+                    "depends on the latent sites: the model then describes a posterior given "
+                    f"'{name}', from which pyromi cannot draw joint samples (x, z) by running the "
+                    f"model. Either add '{name}' to observed= (then it is simulated, and the MI is "
+                    f"about x and '{name}' together), or remove the obs=/condition so that it is "
+                    "a latent site."
+                )
         pair_lp = dict(self._last_site_log_probs)
         for p, i in ((0, 0), (0, 1), (1, 0)):
             data = {n: v[p, i] for n, v in z_pair.items()}
@@ -631,18 +785,55 @@ class ModelAdapter:
                     "Reorder the model or move that site to observed=."
                 )
 
+    def _check_batch_shape(self, name: str, batch_shape: torch.Size, outer: tuple[int, ...]) -> None:
+        """Every batch dimension of a site must be explained by pyromi's outer plates ``outer``
+        (sizes, right-aligned at dims ``-1 - mpn`` and left) or by one of the site's own plates;
+        any other dimension would silently pair values of different samples or particles."""
+        mpn = self.max_plate_nesting
+        site = self._prototype.nodes[name]
+        plates = {f.dim: f.size for f in site["cond_indep_stack"] if f.vectorized}
+        expected = []
+        for d in range(-mpn - len(outer), 0):
+            if d < -mpn:
+                expected.append(outer[len(outer) + (d + mpn)])
+            else:
+                expected.append(plates.get(d, 1))
+        shape = tuple(batch_shape)
+        ok = len(shape) <= len(expected) and all(
+            s == 1 or s == e for s, e in zip(shape[::-1], expected[::-1])
+        )
+        if not ok:
+            outer_names = ("particles", "samples")[-len(outer):]
+            raise VectorizationError(
+                f"site '{name}' has batch shape {shape} under pyromi's outer plates "
+                f"({', '.join(f'{n}={k}' for n, k in zip(outer_names, outer))}), but only "
+                f"{tuple(expected)} is explained by those plates and the model's own plates "
+                f"({'none' if not plates else ', '.join(f'dim {d}: size {k}' for d, k in sorted(plates.items()))}). "
+                "A dimension that no plate declares pairs values of different samples: typically "
+                "a latent with an explicit singleton batch dimension (e.g. .expand([1, d])) "
+                "combined by matrix products or squeeze(). Give latents only event dimensions "
+                "(.to_event) and index from the right (x @ w.unsqueeze(-1), ..., dim=-1), or "
+                "declare the dimension with a pyro.plate."
+            )
+
     # ------------------------------------------------------------------ plates
-    def _plates(self, num_particles: int | None, num_samples: int) -> ExitStack:
+    @contextlib.contextmanager
+    def _plates(self, num_particles: int | None, num_samples: int):
         """Enter the outer plates (particles at dim -2-mpn, samples at -1-mpn).
 
         Plate objects are cached per size and re-entered (Pyro plates are reusable context
         managers): creating one allocates its index tensor, a cost paid on every model pass.
+        Both plates are exited on every path out, an exception included (a plate left on Pyro's
+        global handler stack would break every later model call in the process).
         """
-        stack = ExitStack()
-        if num_particles is not None:
-            stack.enter_context(self._plate(PARTICLE_PLATE, num_particles, -2))
-        stack.enter_context(self._plate(SAMPLE_PLATE, num_samples, -1))
-        return stack
+        for size, what in ((num_particles, "particles"), (num_samples, "samples")):
+            if size is not None and size < 1:
+                raise ValueError(f"the number of {what} in a model pass must be >= 1, got {size}")
+        with ExitStack() as stack:
+            if num_particles is not None:
+                stack.enter_context(self._plate(PARTICLE_PLATE, num_particles, -2))
+            stack.enter_context(self._plate(SAMPLE_PLATE, num_samples, -1))
+            yield
 
     def _plate(self, name: str, size: int, dim: int):
         cache = self.__dict__.setdefault("_plate_cache", {})
@@ -684,7 +875,7 @@ class ModelAdapter:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         with self._plates(None, num_samples):
             tr = self._call_traced(
-                poutine.uncondition(self.model), "under pyromi's sample plate", validate=_validate
+                self._generative(), "under pyromi's sample plate", validate=_validate
             )
         self._last_joint_trace = tr
         if _validate:
@@ -696,6 +887,7 @@ class ModelAdapter:
                         f"outer plate of size {num_samples}: it ignores leading batch dimensions. "
                         "Make the model broadcast over leading dimensions."
                     )
+                self._check_batch_shape(name, tr.nodes[name]["fn"].batch_shape, (num_samples,))
         if not self.densities:
             observed = {n: tr.nodes[n]["value"].detach() for n in self.observed_names}
             latent = {n: tr.nodes[n]["value"].detach() for n in self.latent_names}
@@ -724,10 +916,29 @@ class ModelAdapter:
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, lead_shape: tuple[int, int], observed, **kw) -> _Evaluate:
         ev = _Evaluate(self.latent_names, self.scored_observed, lead_shape, observed, **kw)
-        with self._plates(*lead_shape):
-            ev(self.model)(*self.model_args, **self.model_kwargs)
+        try:
+            with self._plates(*lead_shape):
+                ev(self.model)(*self.model_args, **self.model_kwargs)
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, MemoryError) or _is_out_of_memory(e):
+                raise ResourceError(
+                    f"out of memory in a model pass over {lead_shape[0]} x {lead_shape[1]} "
+                    f"(particle, sample) pairs: {str(e).splitlines()[0] if str(e) else 'MemoryError'}"
+                    ". Lower max_memory= (or max_batch=, num_particles=) so that fewer pairs are "
+                    "evaluated at once."
+                ) from e
+            raise
         self._last_site_log_probs = ev.site_log_probs
         return ev
+
+    def pair_bytes(self) -> int:
+        """Estimated bytes one (particle, sample) pair occupies in a model pass.
+
+        Measured on the probe draws: the per-sample bytes of every sample site's value and of its
+        distribution's batched parameter tensors (tensors shared by all samples, such as weight
+        matrices, are not counted), times 4 for temporaries and the autograd graph of an HMC step.
+        """
+        return self._pair_bytes
 
     def _evaluation(self, ev: _Evaluate, latent=None, score_prior: bool = True) -> ModelEvaluation:
         log_prior = ev.log_densities(self.latent_names) if score_prior else None
@@ -874,3 +1085,36 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
         ib = b.index if b.index is not None else torch.cuda.current_device()
         return ia == ib
     return True
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    """True for torch's allocator failures (CPU ``can't allocate memory``, CUDA out of memory)."""
+    if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(e).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def _per_sample_bytes(tr: poutine.Trace, num_samples: int) -> int:
+    """Bytes per sample of the batched tensors of a trace drawn under a sample plate of size
+    ``num_samples``: site values and the tensor parameters of their distributions."""
+    seen: set[int] = set()
+    total = 0
+
+    def add(t) -> None:
+        nonlocal total
+        if isinstance(t, torch.Tensor) and id(t) not in seen:
+            seen.add(id(t))
+            if t.dim() > 0 and t.shape[0] == num_samples:
+                total += t.numel() * t.element_size() // num_samples
+
+    for site in tr.nodes.values():
+        if site["type"] != "sample":
+            continue
+        add(site["value"])
+        fn, depth = site["fn"], 0
+        while fn is not None and depth < 8:
+            for v in vars(fn).values():
+                add(v)
+            fn, depth = getattr(fn, "base_dist", None), depth + 1
+    return total

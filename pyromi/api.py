@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -9,9 +11,10 @@ import pyro
 import torch
 from pyro.infer.autoguide import AutoGuide
 
-from ._rng import seeded
-from .adapter import JointSamples, ModelAdapter
-from .errors import GuideError, PyromiError
+from ._rng import check_seed, derived_seed, seeded
+from ._state import entry_point
+from .adapter import JointSamples, ModelAdapter, _is_out_of_memory
+from .errors import DensityError, GuideError, PyromiError, ResourceError
 from .estimators.ais import ais_block, ais_mi, default_pilot_steps
 from .estimators.importance import importance_mi
 from .proposals.base import PriorProposal, Proposal
@@ -32,6 +35,49 @@ BOUNDS = {
     "mine_ais": "MINE-AIS: energy-based critic, MCMC-trained, evaluated by AIS (needs p(z))",
     "mist": "MIST: learned estimate with a quantile interval from samples only (no density)",
 }
+
+
+#: default memory budget of one model pass, in bytes (``max_memory=``)
+DEFAULT_MAX_MEMORY = 2**29
+
+
+def check_int(name: str, value, minimum: int, allow_none: bool = False) -> int | None:
+    """``value`` as an int >= ``minimum``, or a ``TypeError``/``ValueError`` naming ``name=``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name}= must be an int >= {minimum}{' or None' if allow_none else ''}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if value < minimum:
+        raise ValueError(f"{name}= must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def pairs_per_pass(adapter: ModelAdapter, max_batch: int, max_memory: int | None) -> int:
+    """The most (particle, sample) pairs of one model pass: ``max_batch``, lowered so that the
+    pass's estimated memory (:meth:`ModelAdapter.pair_bytes` per pair) stays within ``max_memory``
+    bytes."""
+    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+    return max(1, min(max_batch, budget // adapter.pair_bytes()))
+
+
+@contextlib.contextmanager
+def memory_guard(what: str):
+    """Turn an allocator failure inside an estimator into a :class:`ResourceError` saying what to lower."""
+    try:
+        yield
+    except ResourceError:
+        raise
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, MemoryError) or _is_out_of_memory(e):
+            raise ResourceError(
+                f"{what} ran out of memory: {str(e).splitlines()[0] if str(e) else 'MemoryError'}. "
+                "Lower max_memory= (bytes per model pass; default 2**29) or max_batch=, or "
+                "num_particles= / num_samples=."
+            ) from e
+        raise
 
 
 #: default K per bound: proposal draws (iwae), chains (ais, mine_ais), contrastive samples (giwae,
@@ -63,6 +109,7 @@ def _resolve_proposal(
     return GuideProposal(guide).bind(adapter)
 
 
+@entry_point
 def mutual_information(
     model: Callable,
     observed: str | Sequence[str],
@@ -89,6 +136,7 @@ def mutual_information(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     max_batch: int | None = None,
+    max_memory: int | None = None,
     guide_steps: int = 1000,
     level: float = 0.9,
     seed: int | None = None,
@@ -148,6 +196,10 @@ def mutual_information(
             Log-weights are always accumulated in float64.
         max_batch: most (particle, sample) pairs per model pass; bounds memory for any K
             (default 2**18 for ``iwae``, 2**16 chain-sample pairs per block for ``ais``).
+        max_memory: memory budget of one model pass in bytes (default 2**29 = 512 MiB): the
+            pairs per pass are lowered below ``max_batch`` so that the pass's estimated size
+            (bytes per pair measured on the probe draws, times 4) fits. An allocator failure
+            raises :class:`pyromi.ResourceError` saying what to lower.
         level: ``mist``: the nominal coverage of the returned interval (default 0.9).
         seed: seeds joint draws and proposals; the same seed gives the same numbers.
         progress: show a progress bar (default: on for ``ais``, off otherwise).
@@ -156,19 +208,22 @@ def mutual_information(
         :class:`~pyromi.MIEstimate` with ``lower``/``upper`` in nats, their standard errors over the
         N draws, per-sample terms and diagnostics.
     """
-    if bound not in BOUNDS:
+    if not isinstance(bound, str) or bound not in BOUNDS:
         known = ", ".join(repr(b) for b in BOUNDS)
         raise ValueError(f"unknown bound={bound!r}; choose one of {known}")
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples (N) must be a positive int, got {num_samples!r}")
+    check_seed(seed)
+    num_samples = check_int("num_samples", num_samples, 1)
     if num_particles is None:
         num_particles = DEFAULT_PARTICLES.get(bound, 1000)
-    if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < 1:
-        raise ValueError(f"num_particles (K) must be a positive int, got {num_particles!r}")
+    num_particles = check_int("num_particles", num_particles, 1)
     if max_batch is None:
         max_batch = 2**16 if bound == "ais" else 2**18
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    max_batch = check_int("max_batch", max_batch, 1)
+    max_memory = check_int("max_memory", max_memory, 1, allow_none=True)
+    if bound == "ais":
+        num_steps = check_int("num_steps", num_steps, 1)
+    if not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level= must be a number in (0, 1), got {level!r}")
     if progress is None:
         progress = bound == "ais"
     if kernel is not None:
@@ -213,7 +268,12 @@ def mutual_information(
         dtype=dtype,
         likelihood=bound != "ba",  # BA needs only p(z) and q(z|x)
     )
-    with seeded(seed, adapter.device):
+    max_batch = pairs_per_pass(adapter, max_batch, max_memory)
+    # with a given joint batch, the proposal draws must not replay the stream that drew it (a
+    # batch drawn with the same seed would hand each sample its own z* as a "proposal" draw,
+    # making the upper bound collapse onto the lower one): seed from a derived value instead
+    run_seed = seed if (joint is None or seed is None) else derived_seed(seed, "estimate")
+    with seeded(run_seed, adapter.device), memory_guard(f"bound={bound!r}"):
         if joint is None:
             with torch.no_grad():
                 joint = adapter.sample_joint(num_samples)
@@ -255,7 +315,9 @@ def mutual_information(
                 max_batch=max_batch,
                 progress=progress,
             )
-    est.settings.update(seed=seed, guide_steps=guide_steps if isinstance(guide, type) else None)
+    est.settings.update(seed=seed, guide_steps=guide_steps if isinstance(guide, type) else None,
+                        max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory,
+                        pairs_per_pass=max_batch)
     return est
 
 
@@ -336,6 +398,7 @@ def _check_joint(joint: JointSamples, adapter: ModelAdapter) -> None:
             raise PyromiError(f"joint= site '{name}' is on {v.device}, the model on {adapter.device}")
 
 
+@entry_point
 def log_marginal(
     model: Callable,
     observed: str | Sequence[str],
@@ -366,6 +429,7 @@ def log_marginal(
         start: pi_0, the prior (None) or a proposal q(z|x) such as a trained AmortizedNormal.
         Other arguments as in :func:`mutual_information` with ``bound="ais"``.
     """
+    check_seed(seed)
     adapter = ModelAdapter(
         model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, device=device,
         dtype=dtype,
@@ -424,7 +488,14 @@ def _as_site_dict(values, names: list[str], adapter: ModelAdapter, argname: str)
         values = {names[0]: values}
     out = {}
     for name, v in values.items():
-        v = torch.as_tensor(v, device=adapter.device)
+        try:
+            v = torch.as_tensor(v, device=adapter.device)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"{argname}= site '{name}': cannot make a numeric tensor of {type(v).__name__} ({e})"
+            ) from None
+        if v.dtype == torch.bool or v.is_complex():
+            raise TypeError(f"{argname}= site '{name}' has dtype {v.dtype}; pass real numbers")
         if v.is_floating_point():
             v = v.to(adapter.dtype) if name in adapter.latent_names else v
         local = adapter.sites[name].local_shape
@@ -434,5 +505,22 @@ def _as_site_dict(values, names: list[str], adapter: ModelAdapter, argname: str)
             raise PyromiError(
                 f"{argname}= site '{name}' has shape {tuple(v.shape)}; expected (N,) + {tuple(local)}"
             )
+        if v.shape[0] == 0:
+            raise PyromiError(
+                f"{argname}= site '{name}' holds no rows (shape {tuple(v.shape)}); pass at least one "
+                "observation."
+            )
+        if v.is_floating_point():
+            bad = ~torch.isfinite(v.reshape(v.shape[0], -1)).all(-1)
+            if bool(bad.any()):
+                rows = bad.nonzero().flatten()[:5].tolist()
+                raise DensityError(
+                    f"{argname}= site '{name}' has NaN or infinite values in {int(bad.sum())} of "
+                    f"{v.shape[0]} rows (first rows {rows}); remove or impute them: a log density "
+                    "at a non-finite observation is meaningless."
+                )
         out[name] = v
+    n = {k: t.shape[0] for k, t in out.items()}
+    if len(set(n.values())) > 1:
+        raise PyromiError(f"{argname}= sites hold different numbers of rows: {n}")
     return out

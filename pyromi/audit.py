@@ -27,7 +27,8 @@ from typing import Any
 import pyro
 import torch
 
-from ._rng import seeded
+from ._rng import check_seed, seeded
+from ._state import entry_point
 from .adapter import ModelAdapter, _sum_trailing
 from .api import _as_site_dict, _resolve_proposal, mutual_information
 from .errors import GuideError
@@ -191,6 +192,7 @@ def encoder_rate_distortion(
     return {"rate": rate, "distortion": distortion, "rate_sites": rate_sites, "activity": activity}
 
 
+@entry_point
 def audit(
     model: Callable,
     observed: str | Sequence[str] = "x",
@@ -230,6 +232,7 @@ def audit(
         max_width: the sandwich is flagged when ``(upper - lower) / midpoint`` exceeds this.
         **ais_kwargs: passed to :func:`mutual_information` (``schedule``, ``num_leapfrog``, ...).
     """
+    check_seed(seed)
     if collapse_threshold <= 0:
         raise ValueError(f"collapse_threshold must be > 0 nats, got {collapse_threshold}")
     if not 0 < max_width:
@@ -237,6 +240,16 @@ def audit(
     if start not in ("guide", None):
         raise ValueError(f"start must be 'guide' or None, got {start!r}")
     adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs)
+    x_data = None
+    if data is not None:  # validated before any expensive work
+        x_data = _as_site_dict(data, adapter.observed_names, adapter, "data")
+        if guide is None:
+            warnings.warn(
+                "audit(data=...) is used for the encoder's rate and distortion, which need "
+                "guide=; without a guide the data are not used (I(x; z) is a property of the "
+                "model and is computed on simulated x).",
+                stacklevel=2,
+            )
     proposal = None
     if guide is not None:
         if isinstance(guide, type):
@@ -286,7 +299,7 @@ def audit(
                 x = adapter.sample_joint(num_samples).observed
             source = "model"
         else:
-            x = _as_site_dict(data, adapter.observed_names, adapter, "data")
+            x = x_data
             source = "data"
         enc = encoder_rate_distortion(adapter, proposal, x, encoder_particles)
     sites = []

@@ -23,3 +23,11 @@ class DeviceError(PyromiError):
 
 class GuideError(PyromiError):
     """The guide/proposal cannot give per-sample log q(z|x) for the latent sites."""
+
+
+class ModelError(PyromiError):
+    """The model raised an error of its own (it fails without pyromi's batching, too)."""
+
+
+class ResourceError(PyromiError, MemoryError):
+    """A model pass or an estimator ran out of memory; the message says which setting to lower."""

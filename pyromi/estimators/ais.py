@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 
 import pyro
 import torch
 from pyro.ops.stats import fit_generalized_pareto
 
+from .._state import warn
 from ..adapter import JointSamples, ModelAdapter
 from ..bounds.ais import ais_bound_terms
 from ..proposals.base import Proposal
 from ..result import MIEstimate
+from .checks import WIDE_SANDWICH, check_finite_terms, loose_bound_advice
 from ..samplers.ais import (
     AISResult,
     AnnealingPath,
@@ -35,8 +36,6 @@ from ..samplers.pyro_kernel import run_ais_with_kernel
 from ..samplers.schedules import SCHEDULES, anneal_schedule, equal_length_schedule
 
 __all__ = ["ais_mi", "ais_block", "sample_blocks", "ais_on_path", "plan_kernels", "pareto_khat", "default_pilot_steps"]
-
-WIDE_SANDWICH = 0.1  # relative width above which the result says so
 
 
 def default_pilot_steps(num_steps: int) -> int:
@@ -195,6 +194,9 @@ def ais_on_path(
             res = run_ais(path, tables, num_particles, num_leapfrog, u_star, progress=progress, hook=hook)
         else:
             res = run_ais_with_kernel(path, tables, num_particles, kernel, u_star)
+    check_nan = getattr(path, "check_nan", None)
+    if check_nan is not None:
+        check_nan()
     return res, tables
 
 
@@ -282,6 +284,11 @@ def ais_mi(
         log_w_bwd.append(res.log_weight_backward)
     lower = torch.cat(lower_terms)
     upper = torch.cat(upper_terms)
+    check_finite_terms(
+        "ais", {"lower": lower, "upper": upper},
+        "Start the chains from a proposal that covers the posterior (start=AmortizedNormal(...)), "
+        "or use more chains (num_particles=).",
+    )
     est_lower, est_upper = float(lower.mean()), float(upper.mean())
     width = est_upper - est_lower
     rel = width / max(abs(0.5 * (est_upper + est_lower)), 1e-12)
@@ -314,7 +321,9 @@ def ais_mi(
             "proposal (start=AmortizedNormal(...)), or use more chains."
         )
         diagnostics["advice"] = msg
-        warnings.warn(msg, stacklevel=3)
+        warn(msg)
+    elif est_lower < 0:
+        loose_bound_advice("ais", est_lower, None, diagnostics, stacklevel=3)
     settings = {
         "num_steps": T,
         "schedule": schedule if isinstance(schedule, str) else "array",

@@ -18,6 +18,7 @@ from ..bounds.iwae import IWAEAccumulator, ba_terms
 from ..errors import DensityError
 from ..proposals.base import PriorProposal, Proposal
 from ..result import MIEstimate
+from .checks import check_finite_terms, loose_bound_advice
 
 __all__ = ["importance_mi"]
 
@@ -76,9 +77,13 @@ def importance_mi(
     names = dict(observed=tuple(adapter.observed_names), latent=tuple(adapter.latent_names))
 
     if bound == "ba":
+        terms = ba_terms(log_q_star, joint.log_prior)
+        check_finite_terms("ba", {"lower": terms}, "")
+        diagnostics = {"seconds": time.perf_counter() - t0}
+        loose_bound_advice("ba", float(terms.mean()), None, diagnostics)
         return MIEstimate.from_terms(
-            "ba", ba_terms(log_q_star, joint.log_prior), None, num_particles=None,
-            settings=settings, diagnostics={"seconds": time.perf_counter() - t0}, **names,
+            "ba", terms, None, num_particles=None,
+            settings=settings, diagnostics=diagnostics, **names,
         )
 
     n_chunk = min(n, max_batch)
@@ -131,6 +136,12 @@ def importance_mi(
         "seconds": time.perf_counter() - t0,
     }
     settings.update(max_batch=max_batch, particle_chunk=k_chunk, sample_chunk=n_chunk)
+    check_finite_terms(
+        "iwae", {"lower": lower, "upper": upper},
+        "Use more particles (num_particles=) or a proposal q(z|x) that covers the posterior "
+        "(guide=AmortizedNormal(...) trained with fit_proposal), or bound='ais'.",
+    )
+    loose_bound_advice("iwae", float(lower.mean()), float(upper.mean()), diagnostics)
     return MIEstimate.from_terms(
         "iwae", lower, upper, num_particles=num_particles, settings=settings,
         diagnostics=diagnostics, **names,

@@ -27,6 +27,7 @@ import pyro
 import torch
 
 from ..adapter import ModelAdapter
+from ..errors import DensityError
 from ..proposals.base import PriorProposal, Proposal
 from .hmc import DensityTerms, TemperedState, hmc_step, tempered_state
 
@@ -47,15 +48,55 @@ class AnnealingPath:
         self.start = start if start is not None else PriorProposal()
         self.num_samples = next(iter(observed.values())).shape[0]
         self._prior = isinstance(self.start, PriorProposal)
+        self._nan_flags: dict[str, torch.Tensor] = {}
+        self._base_floor: torch.Tensor | None = None
+
+    def _plausible(self, u: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """``(C, N)`` mask of the points where a NaN density is the model's: finite positions whose
+        start density ``base`` is within 1000 nats of the lowest seen at the first evaluation (the
+        start draws). A diverging leapfrog trajectory that overflows to |u| ~ 1e7, where float
+        arithmetic itself gives NaN (``(z + 1) - (z - 1) = 0``), is a rejected move, not a NaN of
+        the model; such points have start density e^-1000 below any start draw."""
+        if self._base_floor is None:
+            b = base.detach()
+            self._base_floor = torch.where(torch.isfinite(b), b, torch.zeros_like(b)).min() - 1000.0
+        return torch.isfinite(u).all(-1) & (base.detach() > self._base_floor)
+
+    def _flag_nan(self, name: str, values: torch.Tensor, plausible: torch.Tensor) -> None:
+        """Remember, as a device tensor (no host synchronisation), whether ``values`` ``(C, N)``
+        held a NaN at a plausible point (see :meth:`_plausible`)."""
+        flag = (torch.isnan(values) & plausible).any()
+        prev = self._nan_flags.get(name)
+        self._nan_flags[name] = flag if prev is None else prev | flag
+
+    def check_nan(self) -> None:
+        """Raise :class:`DensityError` naming the site(s) whose log density was NaN at any point
+        the chains visited or proposed (HMC rejects such moves, but a NaN density means the model
+        is undefined there, so no bound computed on it can be trusted)."""
+        bad = [name for name, flag in self._nan_flags.items() if bool(flag)]
+        if bad:
+            raise DensityError(
+                f"the log density of {' and '.join(bad)} was NaN at latent values "
+                "the annealing chains reached (the model is undefined on part of the latent "
+                "space, e.g. a location computed as NaN, sqrt or log of a negative number). "
+                "Make the site's parameters finite for every value the latents can take."
+            )
 
     def density_terms(self, u: torch.Tensor) -> DensityTerms:
         """``(base, tilt)`` at packed unconstrained points ``u`` of shape ``(C, N, D)``."""
         ev = self.adapter.log_density_unconstrained(u, self.observed)
         log_prior_u = ev.log_prior + ev.log_abs_det_jacobian
         if self._prior:
-            return DensityTerms(log_prior_u, ev.log_likelihood)
-        log_q_u = self.start.log_prob_unconstrained(self.adapter, u, self.observed, ev)
-        return DensityTerms(log_q_u, log_prior_u + ev.log_likelihood - log_q_u)
+            terms = DensityTerms(log_prior_u, ev.log_likelihood)
+        else:
+            log_q_u = self.start.log_prob_unconstrained(self.adapter, u, self.observed, ev)
+            terms = DensityTerms(log_q_u, log_prior_u + ev.log_likelihood - log_q_u)
+        plausible = self._plausible(u, terms.base)
+        for name, lp in (ev.site_log_probs or {}).items():
+            self._flag_nan(f"site '{name}'", lp, plausible)
+        if not self._prior:
+            self._flag_nan("the proposal's log q(z|x)", terms.base, torch.isfinite(u).all(-1))
+        return terms
 
     def sample_start(self, num_chains: int) -> torch.Tensor:
         """``u_0 ~ pi_0``, shape ``(num_chains, N, D)``."""

@@ -118,7 +118,9 @@ def hmc_step(
         num_leapfrog: leapfrog steps L.
 
     Momentum ``r ~ N(0, M)``; Hamiltonian ``H = -log f_beta(u) + r^T M^{-1} r / 2``; accept with
-    probability ``min(1, exp(H_0 - H_L))``. Non-finite energies count as divergent and are rejected.
+    probability ``min(1, exp(H_0 - H_L))``. A proposal where the target is zero (``H_L = +inf``), a
+    non-finite position or a NaN energy counts as divergent and is rejected; a finite proposal from a
+    point of zero density is accepted.
     """
     beta = torch.as_tensor(beta, dtype=state.base.dtype, device=state.u.device)
     eps = torch.as_tensor(step_size, dtype=state.u.dtype, device=state.u.device)
@@ -138,7 +140,11 @@ def hmc_step(
     h1 = -new.log_density(beta) + 0.5 * (r * r * inv_mass).sum(-1)
 
     delta = h0 - h1  # log acceptance ratio
-    finite = torch.isfinite(delta) & torch.isfinite(new.u).all(-1)
+    # a finite proposal from a point of zero density (h0 = +inf, h1 finite) has delta = +inf and is
+    # accepted (MH ratio f(u') / 0); a proposal to zero density (h1 = +inf), to a non-finite
+    # position, or with a NaN energy is rejected
+    escape = (delta == float("inf")) & torch.isfinite(h1)
+    finite = (torch.isfinite(delta) | escape) & torch.isfinite(new.u).all(-1)
     diverging = ~finite | (delta < -max_energy_error)
     log_accept = torch.where(finite, delta.clamp(max=0.0), torch.full_like(delta, -float("inf")))
     accept_prob = log_accept.exp()
