@@ -13,7 +13,8 @@ thread at the same time is outside pyromi's control.
 
 **Exception safety.** On every exit, normal or by an exception, the handler stack is restored to the
 depth it had on entry: a handler that an interrupted model pass left behind is exited (which also
-frees its plate dimension), so one failed call cannot poison later ones.
+frees its plate dimension), so one failed call cannot poison later ones. A call that fails removes
+the Pyro parameters it created; seeded calls restore torch's global RNG state (:func:`pyromi._rng.seeded`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import pyro
 from pyro.poutine.runtime import _PYRO_STACK
 
 __all__ = ["entry_point", "pyro_lock", "unwind_handlers"]
@@ -55,8 +57,15 @@ def entry_point(fn: F) -> F:
     def wrapper(*args, **kwargs):
         with pyro_lock:
             depth = len(_PYRO_STACK)
+            store = pyro.get_param_store()
+            params_before = set(store.keys())
             try:
                 return fn(*args, **kwargs)
+            except BaseException:
+                # a failed call leaves no parameters of its own behind (a half-fitted guide)
+                for name in set(store.keys()) - params_before:
+                    del store[name]
+                raise
             finally:
                 unwind_handlers(depth)
 

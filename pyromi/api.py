@@ -466,6 +466,15 @@ def log_marginal(
     if res.log_weight_backward is not None:
         lw = torch.cat([res.log_weight_backward.unsqueeze(0), res.log_weights[: num_particles - 1]])
         upper = logmeanexp(lw, 0)
+    for side, t in (("lower", lower), ("upper", upper)):
+        if t is not None and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise DensityError(
+                f"log_marginal: the {side} bound on log p(x) is not finite for {bad} of {t.numel()} "
+                "observations: every chain ended where p(x | z) = 0 (or a log-weight was NaN). Start "
+                "from a proposal that covers the posterior (start=AmortizedNormal(...)) or use more "
+                "chains (num_particles=)."
+            )
     diagnostics = {
         "log_weights": res.log_weights,
         "acceptance": res.acceptance,

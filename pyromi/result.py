@@ -14,7 +14,20 @@ _UNIT_SCALE = {"nats": 1.0, "bits": 1.0 / math.log(2.0)}
 
 
 def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}" if abs(v) >= 1e4 else f"{v:.3f}"
+    if v is None:
+        return "-"
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.4g}" if abs(v) >= 1e4 else f"{v:.3f}"
+
+
+def _fmt_se(v: float | None, n: int) -> str:
+    """A standard error for display: ``n/a (N=1)`` where it is undefined (one draw)."""
+    if v is not None and math.isnan(v):
+        return f"n/a (N={n})"
+    return _fmt(v)
 
 
 @dataclass(frozen=True)
@@ -24,7 +37,9 @@ class MIEstimate:
     Attributes:
         lower, upper: the bounds as floats; a one-sided bound leaves the other side ``None``.
             Each is the mean of the per-sample terms over the N joint draws.
-        lower_se, upper_se: Monte Carlo standard errors of those means over the N joint draws.
+        lower_se, upper_se: Monte Carlo standard errors of those means over the N joint draws;
+            ``nan`` when N = 1 (a standard error from one draw is undefined: printed as
+            ``s.e. n/a (N=1)``, and :meth:`interval` raises).
         bound: the method (``"iwae"``, ``"ba"``, ...).
         num_samples: N, the number of joint draws (x_i, z_i*).
         num_particles: K, proposal draws per sample (None where it does not apply).
@@ -37,6 +52,11 @@ class MIEstimate:
             interval of coverage ``level`` around it (quantiles of a learned predictive
             distribution), **not** bounds, and ``value`` returns ``point``.
         level: the nominal coverage of ``[lower, upper]`` when ``point`` is set (e.g. 0.9).
+        intervals: for a point estimate with a predictive interval (MIST), the intervals computed
+            with it, ``{level: (lower, upper)}`` (``level`` and the calibrated levels); read them
+            with :meth:`interval`. An upper end ``math.inf`` means the interval is unbounded above
+            (MIST: the sample shows more dependence than the weights were trained on; the
+            estimate warned and says so in ``diagnostics["beyond_trained_range"]``).
     """
 
     lower: float | None
@@ -54,6 +74,7 @@ class MIEstimate:
     latent: tuple[str, ...] = ("z",)
     point: float | None = None
     level: float | None = None
+    intervals: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_terms(
@@ -68,16 +89,21 @@ class MIEstimate:
         observed: tuple[str, ...],
         latent: tuple[str, ...],
     ) -> "MIEstimate":
-        """Bounds as means of per-sample terms ``(N,)``, with their standard errors over the N draws."""
+        """Bounds as means of per-sample terms ``(N,)``, with their standard errors over the N draws
+        (``nan`` at N = 1: undefined from one draw)."""
         from .ops import standard_error
 
         terms = {k: v for k, v in (("lower", lower), ("upper", upper)) if v is not None}
         n = next(iter(terms.values())).numel()
+
+        def se(t):
+            return None if t is None else (standard_error(t) if n >= 2 else math.nan)
+
         return cls(
             lower=None if lower is None else float(lower.mean()),
             upper=None if upper is None else float(upper.mean()),
-            lower_se=None if lower is None else standard_error(lower),
-            upper_se=None if upper is None else standard_error(upper),
+            lower_se=se(lower),
+            upper_se=se(upper),
             bound=bound,
             num_samples=n,
             num_particles=num_particles,
@@ -108,14 +134,45 @@ class MIEstimate:
             return None
         return self.upper - self.lower
 
-    def interval(self, level: float = 0.95) -> tuple[float | None, float | None]:
-        """The sandwich widened by normal Monte Carlo error: ``(lower - z se, upper + z se)``.
+    def interval(self, level: float | None = None) -> tuple[float | None, float | None]:
+        """An interval for the MI at confidence ``level``.
 
-        Each side is a one-sided bound whose estimator has standard error ``*_se``; ``level`` is the
-        confidence of each side separately.
+        Bounds (no ``point``): the sandwich widened by normal Monte Carlo error,
+        ``(lower - z se, upper + z se)``; each side is a one-sided bound whose estimator has
+        standard error ``*_se`` and ``level`` (default 0.95) is the confidence of each side
+        separately. At N = 1 the standard error is undefined and this raises ``ValueError``
+        (``lower``/``upper`` are still there, unwidened).
+
+        Point estimates with a predictive interval (MIST): the stored interval of that ``level``
+        (default: the estimate's own ``level``, i.e. ``(lower, upper)``); the levels available are
+        the keys of ``intervals`` (the requested one and the calibrated ones). Any other level
+        raises ``ValueError`` saying how to get it (``mist.estimate(x, y, level=...)``): the
+        interval is recomputed from the sample, never rescaled from another level.
         """
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level}")
+        if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float))
+                                  or not 0.0 < level < 1.0):
+            raise ValueError(f"level must be a float in (0, 1), got {level!r}")
+        if self.point is not None:
+            if level is None or (self.level is not None and abs(level - self.level) < 1e-9):
+                return self.lower, self.upper
+            for lev, iv in self.intervals.items():
+                if abs(lev - level) < 1e-9:
+                    return iv
+            have = sorted({*self.intervals, *([] if self.level is None else [self.level])})
+            raise ValueError(
+                f"this {self.bound} estimate holds intervals at levels {have} only, not {level}: its "
+                f"interval is not a normal error band and cannot be rescaled; recompute it from the "
+                f"sample, e.g. mist.estimate(x, y, level={level}) (or mutual_information(..., "
+                f"bound={self.bound!r}, level={level}))"
+            )
+        level = 0.95 if level is None else float(level)
+        ses = [se for side, se in ((self.lower, self.lower_se), (self.upper, self.upper_se)) if side is not None]
+        if any(se is not None and math.isnan(se) for se in ses):
+            raise ValueError(
+                f"the standard error is undefined with N={self.num_samples} joint draw(s), so the "
+                f"bounds cannot be widened to a {level} interval; rerun with num_samples >= 2 "
+                f"(lower/upper are the unwidened bounds)"
+            )
         z = math.sqrt(2.0) * torch.erfinv(torch.tensor(2 * level - 1.0, dtype=torch.float64)).item()
         lo = None if self.lower is None else self.lower - z * (self.lower_se or 0.0)
         hi = None if self.upper is None else self.upper + z * (self.upper_se or 0.0)
@@ -139,6 +196,7 @@ class MIEstimate:
             upper_se=sc(self.upper_se),
             units=units,
             terms={k: v * s for k, v in self.terms.items()},
+            intervals={lev: (sc(lo), sc(hi)) for lev, (lo, hi) in self.intervals.items()},
         )
 
     def to_bits(self) -> "MIEstimate":
@@ -155,21 +213,26 @@ class MIEstimate:
         cfg = f"({self.bound}, N={self.num_samples}{k})"
         if self.point is not None:
             lvl = "" if self.level is None else f"{100 * self.level:.0f}% "
+            close = ")" if self.upper is not None and math.isinf(self.upper) else "]"
             return (
                 f"{what} ~= {_fmt(self.point)} {self.units}, {lvl}interval "
-                f"[{_fmt(self.lower)}, {_fmt(self.upper)}] {cfg}"
+                f"[{_fmt(self.lower)}, {_fmt(self.upper)}{close} {cfg}"
             )
+        n = self.num_samples
         if self.lower is not None and self.upper is not None:
             body = f"in [{_fmt(self.lower)}, {_fmt(self.upper)}] {self.units}"
-            se = f"; s.e. {_fmt(self.lower_se)} / {_fmt(self.upper_se)}"
+            if self.lower_se is not None and self.upper_se is not None and math.isnan(self.lower_se) and math.isnan(self.upper_se):
+                se = f"; s.e. n/a (N={n})"
+            else:
+                se = f"; s.e. {_fmt_se(self.lower_se, n)} / {_fmt_se(self.upper_se, n)}"
             if self.lower > self.upper:  # both are estimates of bounds: they can cross by MC error
                 se += f"; {self._crossing_note()}"
         elif self.lower is not None:
             body = f">= {_fmt(self.lower)} {self.units}"
-            se = f"; s.e. {_fmt(self.lower_se)}"
+            se = f"; s.e. {_fmt_se(self.lower_se, n)}"
         else:
             body = f"<= {_fmt(self.upper)} {self.units}"
-            se = f"; s.e. {_fmt(self.upper_se)}"
+            se = f"; s.e. {_fmt_se(self.upper_se, n)}"
         return f"{what} {body} {cfg[:-1]}{se})"
 
     __str__ = __repr__
@@ -179,6 +242,8 @@ class MIEstimate:
         from .ops import standard_error
 
         gap = self.lower - self.upper
+        if self.num_samples < 2:
+            return f"the estimates cross; with N={self.num_samples} the Monte Carlo error is unknown: rerun with more draws"
         if "lower" in self.terms and "upper" in self.terms:
             se = standard_error(self.terms["lower"] - self.terms["upper"])
         else:

@@ -231,6 +231,11 @@ def test_every_shipped_weights_file_loads_and_matches_its_record():
         assert pre.sha256 == meta["sha256"] and pre.config.to_dict() == meta["config"]
         assert sum(p.numel() for p in pre.net.parameters()) == meta["training"]["parameters"]
         assert 0 < pre.trained_mi_q99 == meta["trained_mi_q99"]
+        # per-shape training range (range check): symmetric d_max x d_max table, drawn reproducibly
+        table = np.asarray(meta["trained_mi_q99_by_shape"])
+        assert table.shape == (pre.config.d_max,) * 2 and np.array_equal(table, table.T)
+        assert pre.trained_mi_q99_for(3, 1) == pre.trained_mi_q99_for(1, 3) == table[0, 2] > 0
+    assert mist.load_pretrained().trained_mi_q99_for(1, 2) == round(fam.mi_quantile_shape(fam.SPLITS["train"], 1, 2), 2)
 
 
 def test_estimate_covers_gaussian_truth(pre):
@@ -371,13 +376,30 @@ def test_infonce_runs():
 
 
 def test_combine_rule():
-    """Block quantiles (log(1 + I) scale) combine as m = mean medians, deviations * s * B^-gamma."""
+    """Block quantiles (log(1 + I) scale) combine as m = mean medians, d = s * mean deviations,
+    u = m + f d with f = max(B^-gamma, sqrt(1 - (1 - 1/B) min(1, (z sigma / d)^2)))."""
+    from scipy.stats import norm
+
     taus = np.array([0.05, 0.5, 0.95])
     u = np.array([[0.5, 1.0, 2.0], [0.7, 1.2, 1.6], [0.3, 0.8, 1.4], [0.6, 1.0, 2.2]])
-    out = mist._combine(u, taus, 0.5, np.array([1.2, 1.0, 1.2]))
+    s = np.array([1.2, 1.0, 1.2])
+    out = mist._combine(u, taus, 0.5, s)
     m = 1.0
-    dev = (u - u[:, 1:2]).mean(0)
-    np.testing.assert_allclose(out, [m + 1.2 * 0.5 * dev[0], m, m + 1.2 * 0.5 * dev[2]])
+    d = s * (u - u[:, 1:2]).mean(0)
+    sigma = u[:, 1].std(ddof=1)
+    f = np.sqrt(1 - 0.75 * np.minimum(1, (norm.ppf(0.95) * sigma / np.abs(d[[0, 2]])) ** 2))
+    np.testing.assert_allclose(out, [m + f[0] * d[0], m, m + f[1] * d[2]])
+    assert 0.5 < f[0] < 1 and 0.5 < f[1] < 1  # between no shrinkage and 1 / sqrt(B)
+    # blocks that agree exactly (all error systematic): no shrinkage at all, whatever gamma
+    same = np.tile(u[:1], (4, 1))
+    np.testing.assert_allclose(mist._combine(same, taus, 0.65, s), [1.0 - 1.2 * 0.5, 1.0, 1.0 + 1.2 * 1.0])
+    # widely scattered medians: the shrinkage reaches 1 / sqrt(B) (here gamma = 0.65 would allow 4^-0.65)
+    wide = u.copy()
+    wide[:, :] += np.array([[-3.0], [3.0], [-3.0], [3.0]])
+    got = mist._combine(wide, taus, 0.65, s)
+    np.testing.assert_allclose(got[[0, 2]], wide[:, 1].mean() + d[[0, 2]] / 2)
+    # gamma caps the shrinkage: with gamma = 0 there is none
+    np.testing.assert_allclose(mist._combine(wide, taus, 0.0, s)[[0, 2]], wide[:, 1].mean() + d[[0, 2]])
     assert mist._combine(np.array([[0.1, 0.2, 0.9]]), taus, 0.5, np.array([3.0, 1, 3.0]))[0] == 0.0  # floored
 
 
@@ -391,7 +413,8 @@ def test_train_tiny_resumes_and_exports(tmp_path, monkeypatch):
     tr.train("tiny", run, resume=True, overrides={**ov, "steps": 6})
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert [e["step"] for e in log] == [2, 4, 6] and log[:2] == first
-    meta = tr.export(run, "tiny-test", dest=str(tmp_path / "w"), calibration={"levels": [0.9], "scales": [1.0]})
+    meta = tr.export(run, "tiny-test", dest=str(tmp_path / "w"), calibration={"levels": [0.9], "scales": [1.0]},
+                     shape_q99=np.full((4, 4), 5.0).tolist())
     monkeypatch.setattr(mist, "WEIGHTS_DIR", tmp_path / "w")
     pre = mist.load_pretrained("tiny-test")
     assert pre.sha256 == meta["sha256"] and pre.config.d_max == 4
@@ -429,6 +452,7 @@ def test_trained_mi_range_and_extrapolation_warning(pre):
     with pytest.warns(UserWarning, match=f"above {pre.trained_mi_q99} nats.*extrapolation"):
         e = mist.estimate(x, y)
     assert e.diagnostics["extrapolation"] and e.diagnostics["trained_mi_q99"] == pre.trained_mi_q99
+    assert e.diagnostics["beyond_trained_range"] and e.upper == math.inf  # the range check fires too
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a low-MI estimate does not warn
         e = mist.estimate(x[:, :1], rng.standard_normal((1000, 1)))
@@ -476,3 +500,232 @@ def test_calibration_rules(pre):
     np.testing.assert_allclose(q, [ep.lower, ep.upper], rtol=1e-6)
     with pytest.raises(PyromiError, match="calibration must be one of.*family_robust.*pooled"):
         mist.estimate(x, y, calibration="robust")
+
+
+# ----------------------------------------------------------------------------- trust (issue 12)
+
+
+_RNG_SCRIPT = r"""
+import math, warnings
+import numpy as np, torch
+torch.manual_seed(123); np.random.seed(321)
+
+def states():
+    s = [torch.get_rng_state().clone()]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        s += [t.clone() for t in torch.cuda.get_rng_state_all()]
+    return s, np.random.get_state()
+
+def same(a, b):
+    (ta, na), (tb, nb) = a, b
+    return (len(ta) == len(tb) and all(torch.equal(p, q) for p, q in zip(ta, tb))
+            and na[0] == nb[0] and np.array_equal(na[1], nb[1]) and na[2:] == nb[2:])
+
+import pyromi.mist as mist  # nothing loaded yet: the first call in the process loads the weights
+rng = np.random.default_rng(0)
+x = rng.standard_normal((300, 2)); y = x + rng.standard_normal((300, 2))
+big_x = rng.standard_normal((4100, 1)); big_y = big_x + rng.standard_normal((4100, 1))
+calls = {
+    "load_pretrained": lambda: mist.load_pretrained(),
+    "load_pretrained(mist-small)": lambda: mist.load_pretrained("mist-small"),
+    "estimate": lambda: mist.estimate(x, y),
+    "estimate(n > n_max, seed=None)": lambda: mist.estimate(big_x, big_y),
+    "quantiles": lambda: mist.quantiles(x, y, [0.1, 0.5, 0.9]),
+    "quantiles(n > n_max, uncalibrated)": lambda: mist.quantiles(big_x, big_y, [0.2, 0.8], calibrated=False),
+    "estimate(range check fires)": lambda: mist.estimate(x, x ** 3),
+}
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for name, call in calls.items():
+        before = states()
+        call()
+        print(name, "unchanged" if same(before, states()) else "CHANGED")
+    import pyro, pyro.distributions as dist
+    from pyromi import mutual_information
+
+    def model():
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 0.5).to_event(1))
+
+    before = states()
+    mutual_information(model, "x", latent="z", bound="mist", num_samples=200, seed=0)
+    print("mutual_information(bound='mist', seed=0)", "unchanged" if same(before, states()) else "CHANGED")
+"""
+
+
+def test_mist_leaves_global_rngs_alone_from_the_first_call():
+    """In a fresh process (the first call loads the weights and builds the network), every MIST
+    entry point leaves torch's global RNG (and CUDA's, where initialised) and numpy's unchanged."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RNG_SCRIPT], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 8 and all(line.endswith(" unchanged") for line in lines), out.stdout
+
+
+def _linear_gaussian(n, sigma, rng):
+    """The reference toy's x = W z + sigma e (x in R^20, z in R^5); I = 1/2 log det(I + W^T W / sigma^2)."""
+    W = np.random.default_rng(0).normal(size=(20, 5)) / math.sqrt(5)
+    z = rng.standard_normal((n, 5))
+    x = z @ W.T + sigma * rng.standard_normal((n, 20))
+    return x, z, 0.5 * np.linalg.slogdet(np.eye(5) + W.T @ W / sigma**2)[1]
+
+
+def test_range_check_opens_the_interval_beyond_the_trained_range(pre):
+    """x == y, y = x ** 3 (5 columns), a 20-dimensional Gaussian with I = 18.3 nats (MIST alone
+    said [11.5, 13.8]) and y = sin(3 x) (non-monotone; MIST alone said [0, 0.08]): each warns, is
+    recorded, and the interval is unbounded above, so it contains the truth."""
+    rng = np.random.default_rng(20)
+    x1 = rng.standard_normal((1000, 1))
+    x5 = rng.standard_normal((1000, 5))
+    xg, zg, mi_g = _linear_gaussian(1000, 0.045, rng)
+    assert mi_g == pytest.approx(18.26, abs=0.01)
+    cases = [("x == y", x1, x1.copy(), math.inf, "Gaussian-copula"), ("y = x^3", x5, x5**3, math.inf, "Gaussian-copula"),
+             ("Gaussian 20 x 5", xg, zg, mi_g, r"for \(dx, dy\) = \(20, 5\)"), ("sin", x1, np.sin(3 * x1), math.inf, "KSG")]
+    for name, x, y, truth, why in cases:
+        with pytest.warns(mist.MISTRangeWarning, match=f"more dependence than the weights were trained on.*{why}.*upper = inf"):
+            e = mist.estimate(x, y)
+        assert e.diagnostics["beyond_trained_range"] and e.diagnostics["range_check"]["fired"], name
+        assert e.upper == math.inf and all(hi == math.inf for _, hi in e.intervals.values()), name
+        assert math.isfinite(e.lower) and math.isfinite(e.value) and e.lower <= min(truth, e.value), (name, e)
+        assert e.upper >= truth and repr(e).endswith(", inf) (mist, N=1000)"), repr(e)
+    with pytest.warns(mist.MISTRangeWarning):
+        q = mist.quantiles(x5, x5**3, [0.05, 0.5, 0.95])
+    assert q[2] == math.inf and np.isfinite(q[:2]).all()
+
+
+def test_range_check_silent_on_ordinary_data(pre):
+    """Moderate-MI Gaussians (truth well inside the training range of their shape and inside
+    MIST's interval): no range warning, finite intervals. Each statistic's lower value sits
+    Z = 2.33 standard errors (one-sided 99%) below it, so a chance alarm on such data is rare."""
+    rng = np.random.default_rng(21)
+
+    def pairs(n, d, mi):
+        rho = math.sqrt(-math.expm1(-2 * mi / d))
+        x = rng.standard_normal((n, d))
+        return x, rho * x + math.sqrt(1 - rho**2) * rng.standard_normal((n, d))
+
+    sets = [pairs(1000, 1, 0.14), pairs(1000, 1, 0.83), pairs(300, 2, 1.5), pairs(1000, 5, 3.0),
+            pairs(2000, 10, 6.0), pairs(5000, 1, 0.5)]
+    task = fam.draw_task("gauss-lvm-base", 3, 2, rng)
+    sets.append(task.sample(800, rng))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mist.MISTRangeWarning)
+        for x, y in sets:
+            e = mist.estimate(x, y)
+            assert not e.diagnostics["beyond_trained_range"] and math.isfinite(e.upper), e.diagnostics["range_check"]
+
+
+def test_independent_data_interval_contains_zero(pre):
+    """Independent x, y: the 90% interval contains 0 in at least 17 of 20 seeds (85%) at n = 1000
+    (one block), 5000 (3 blocks) and 20,000 (10 blocks). The older block rule (interval shrunk as
+    B^-0.65) excluded 0 in 20 of 20 seeds at n = 5000 and 20,000: the network's median is ~0.01 nats
+    in every block (a systematic error, which averaging does not remove)."""
+    for n in (1000, 5000, 20000):
+        hits = 0
+        for s in range(20):
+            rng = np.random.default_rng([n, s])
+            e = mist.estimate(rng.standard_normal((n, 1)), rng.standard_normal((n, 1)), seed=s)
+            hits += e.lower <= 0.0
+        assert hits >= 17, (n, hits)
+
+
+def test_interval_honours_level(pre):
+    """MIEstimate.interval(level) of a MIST result returns the interval of that level (as recomputed
+    by estimate(level=...)); a level it does not hold is an error saying how to get it."""
+    rng = np.random.default_rng(22)
+    x, y = fam.draw_task("gauss-2pair-base", 2, 3, rng).sample(600, rng)
+    e = mist.estimate(x, y)
+    assert e.interval() == (e.lower, e.upper) == e.interval(0.9)
+    assert sorted(e.intervals) == [0.5, 0.8, 0.9, 0.95]
+    widths = []
+    for level in (0.5, 0.8, 0.95):
+        ref = mist.estimate(x, y, level=level)
+        assert e.interval(level) == pytest.approx((ref.lower, ref.upper), rel=1e-9)
+        assert ref.interval() == (ref.lower, ref.upper)
+        widths.append(e.interval(level)[1] - e.interval(level)[0])
+    assert widths[0] < widths[1] < widths[2]
+    with pytest.raises(ValueError, match=r"levels \[0\.5, 0\.8, 0\.9, 0\.95\] only.*mist\.estimate\(x, y, level=0\.99\)"):
+        e.interval(0.99)
+    assert e.to_bits().interval(0.5) == pytest.approx(tuple(v / math.log(2) for v in e.interval(0.5)))
+    odd = mist.estimate(x, y, level=0.87)
+    assert sorted(odd.intervals) == [0.5, 0.8, 0.87, 0.9, 0.95] and odd.interval(0.9) == e.interval(0.9)
+    assert odd.settings["level_calibrated"] and not mist.estimate(x, y, level=0.98).settings["level_calibrated"]
+
+
+def test_weights_integrity_errors(tmp_path, monkeypatch):
+    """A corrupt weights JSON and a .pt holding a pickled callable (with its hash recorded, i.e. a
+    tampered install) raise WeightsError naming the file and saying to reinstall; the payload never
+    runs and torch's advice to pass weights_only=False is not passed on."""
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(tmp_path / "payload-ran"),))
+
+    d = tmp_path / "w"
+    d.mkdir()
+    src = mist.WEIGHTS_DIR / f"{mist.DEFAULT_WEIGHTS}"
+    shutil.copy(f"{src}.pt", d / "badjson.pt")
+    (d / "badjson.json").write_text(src.with_suffix(".json").read_text()[:500])
+    torch.save({"model": {}, "config": {}, "evil": Payload()}, d / "evil.pt")
+    meta = json.loads(src.with_suffix(".json").read_text())
+    meta["sha256"] = mist._sha256(d / "evil.pt")
+    (d / "evil.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(mist, "WEIGHTS_DIR", d)
+    with pytest.raises(mist.WeightsError, match=r"badjson\.json is not valid JSON.*Reinstall pyromi"):
+        mist.load_pretrained("badjson")
+    for load in (lambda: mist.load_pretrained("evil"), lambda: mist.load_checkpoint(d / "evil.pt")):
+        with pytest.raises(mist.WeightsError, match=r"evil\.pt is not a valid MIST checkpoint") as info:
+            load()
+        assert "weights_only=False" not in str(info.value) and info.value.__cause__ is None
+    assert "Reinstall pyromi" in str(pytest.raises(mist.WeightsError, mist.load_pretrained, "evil").value)
+    assert not (tmp_path / "payload-ran").exists()
+
+
+def test_train_resume_refuses_a_checkpoint_holding_code(tmp_path):
+    """--resume loads last.pt with weights_only=True: a checkpoint holding a pickled callable is a
+    WeightsError naming the file, and the callable never runs (resume of a genuine checkpoint is
+    tested in test_train_tiny_resumes_and_exports)."""
+    import os
+
+    from pyromi.mist import train as tr
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(tmp_path / "payload-ran"),))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    net = MISTNet(MISTConfig.from_dict(tr.CONFIGS["tiny"]["model"]))
+    torch.save({"model": net.state_dict(), "opt": {}, "state": {"step": 0}, "evil": Payload()}, run / "last.pt")
+    before = torch.get_rng_state()
+    with pytest.raises(mist.WeightsError, match=r"last\.pt is not a valid training checkpoint"):
+        tr.train("tiny", str(run), resume=True, overrides={"steps": 1})
+    assert not (tmp_path / "payload-ran").exists()
+    assert torch.equal(before, torch.get_rng_state())  # training restores the caller's RNG state
+
+
+def test_inputs_that_could_give_meaningless_numbers(pre):
+    """Huge values, int64 near overflow: same (rank-invariant) finite estimate; a bad seed, a level
+    past what the quantile head resolves, taus outside it, NaN in quantiles(): clear errors."""
+    rng = np.random.default_rng(23)
+    x, y = fam.draw_task("gauss-dense-base", 2, 2, rng).sample(400, rng)
+    e = mist.estimate(x, y)
+    for xs, ys in ((x * 1e300, y), (x, y * 1e-300), (np.round(x * 2**60).astype(np.int64), y)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            e2 = mist.estimate(xs, ys)
+        assert e2.value == pytest.approx(e.value, rel=1e-6) and np.isfinite([e2.lower, e2.upper]).all()
+    for bad in (-1, 1.5, True, 2**64):
+        with pytest.raises(PyromiError, match=r"seed must be None or an int in \[0, 2\*\*63\)"):
+            mist.estimate(x, y, seed=bad)
+    with pytest.raises(PyromiError, match=r"level=0\.99999 is beyond.*level <= 0\.9998"):
+        mist.estimate(x, y, level=0.99999)
+    with pytest.raises(PyromiError, match=r"taus must lie in \[1e-4, 1 - 1e-4\]"):
+        mist.quantiles(x, y, [1e-6, 0.5])
+    with pytest.raises(PyromiError, match=r"x has 1 NaN or infinite"):
+        mist.quantiles(np.where(np.arange(800).reshape(400, 2) == 5, np.nan, x), y, [0.5])

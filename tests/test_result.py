@@ -42,3 +42,43 @@ def test_repr_is_readable():
     assert repr(est()) == "I(x; z) in [13.900, 14.600] nats (iwae, N=256, K=1000; s.e. 0.050 / 0.100)"
     assert repr(est(upper=None)).startswith("I(x; z) >= 13.900 nats")
     assert "bits" in str(est().to_bits())
+
+
+def _from_terms(lower, upper):
+    return MIEstimate.from_terms("iwae", lower, upper, num_particles=10, settings={}, diagnostics={},
+                                 observed=("x",), latent=("z",))
+
+
+def test_one_draw_has_no_standard_error():
+    """At N = 1 a standard error is undefined: nan (never 0.0), printed "s.e. n/a (N=1)" (never
+    "nan"), and interval() refuses to widen by it; N = 2 is unaffected."""
+    one = _from_terms(torch.tensor([1.5], dtype=torch.float64), torch.tensor([1.75], dtype=torch.float64))
+    assert math.isnan(one.lower_se) and math.isnan(one.upper_se) and one.num_samples == 1
+    assert repr(one) == "I(x; z) in [1.500, 1.750] nats (iwae, N=1, K=10; s.e. n/a (N=1))"
+    with pytest.raises(ValueError, match=r"standard error is undefined with N=1.*num_samples >= 2"):
+        one.interval()
+    lower_only = _from_terms(torch.tensor([1.5]), None)
+    assert str(lower_only) == "I(x; z) >= 1.500 nats (iwae, N=1, K=10; s.e. n/a (N=1))"
+    crossed = _from_terms(torch.tensor([2.0]), torch.tensor([1.0]))
+    assert "nan" not in repr(crossed) and "Monte Carlo error is unknown" in repr(crossed)
+    assert "nan" not in repr(one.to_bits())
+    two = _from_terms(torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([2.0, 2.0], dtype=torch.float64))
+    assert two.lower_se == pytest.approx(0.5) and two.upper_se == 0.0
+    assert two.interval(0.975)[0] == pytest.approx(1.5 - 1.959964 * 0.5, abs=1e-5)
+
+
+def test_point_estimate_intervals_by_level():
+    """A predictive interval (point set) returns its stored intervals by level and refuses others; an
+    upper end at infinity prints as an open interval."""
+    e = MIEstimate(lower=0.4, upper=1.6, lower_se=None, upper_se=None, bound="mist", num_samples=500,
+                   point=0.9, level=0.9, intervals={0.5: (0.7, 1.1), 0.9: (0.4, 1.6)})
+    assert e.interval() == (0.4, 1.6) and e.interval(0.5) == (0.7, 1.1)
+    with pytest.raises(ValueError, match=r"levels \[0\.5, 0\.9\] only, not 0\.95.*level=0\.95"):
+        e.interval(0.95)
+    with pytest.raises(ValueError, match="level must be"):
+        e.interval(1.0)
+    assert e.to_bits().interval(0.5) == pytest.approx((0.7 / math.log(2), 1.1 / math.log(2)))
+    from dataclasses import replace
+
+    open_ = replace(e, upper=math.inf, intervals={0.9: (0.4, math.inf)})
+    assert repr(open_) == "I(x; z) ~= 0.900 nats, 90% interval [0.400, inf) (mist, N=500)"

@@ -15,9 +15,21 @@ Supported input domain (the trained range of the shipped weights; see :func:`loa
 ``1 <= dx, dy <= d_max`` (an error beyond), ``n >= n_min`` (an error below). Samples larger than
 ``n_max`` are split at random into ``B = ceil(n / n_max)`` near-equal blocks, each block is
 encoded and passed through the network in one padded batch, and the block quantiles are combined
-on the ``log(1 + I)`` scale: the median is the mean of the block medians, and the distance from
-the median to each interval end is the mean block distance times ``s B^-gamma``, with ``gamma``
-calibrated on validation families at ``n > n_max`` (recorded in the weights' JSON).
+on the ``log(1 + I)`` scale (:func:`_combine`): the median is the mean of the block medians, and
+the distance from the median to each interval end is the block distance times a factor between
+``1`` and ``1 / sqrt(B)``: it shrinks only as far as the spread of the block medians shows
+sampling noise, since the network's systematic error is shared by all blocks and does not average
+out (and never faster than ``B^-gamma``, ``gamma`` calibrated on validation families).
+
+Range check (:mod:`pyromi.mist.range_check`): when the sample shows more dependence than the
+weights were trained on (a 99% lower value of the Gaussian-copula MI, or of KSG on normal scores,
+above the training MI's 99th percentile for this ``(dx, dy)`` or above MIST's own 95% quantile:
+``x == y``, ``y = x ** 3``, 18 nats in 20 columns, non-monotone relations), :func:`estimate` warns
+(:class:`MISTRangeWarning`) and returns the interval unbounded above (``upper = math.inf``).
+
+Randomness: the block split and the range check's row sample use private generators seeded by
+``seed`` (default 0), so an estimate is a deterministic function of the sample; torch's and
+numpy's global RNGs are never used or changed (loading the weights included).
 
 Interval calibration: the distances from the median to the interval ends (``log(1 + I)`` scale)
 are multiplied by a split-conformal factor ``s(level, n)`` fitted on fresh sets of the validation
@@ -54,6 +66,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "Pretrained",
     "WeightsError",
+    "MISTRangeWarning",
     "load_pretrained",
     "load_checkpoint",
     "quantiles",
@@ -119,6 +132,22 @@ class Pretrained:
             self.meta["trained_mi_q99"] = round(mi_quantile(SPLITS["train"], self.config.d_max), 2)
         return float(self.meta["trained_mi_q99"])
 
+    def trained_mi_q99_for(self, dx: int, dy: int) -> float:
+        """99th percentile of the true MI (nats) over the training meta-prior conditional on the
+        shape ``{dx, dy}`` (X and Y are swapped at random in training, so the table is symmetric).
+        Read from the weights' record (``trained_mi_q99_by_shape``, 4000 draws per shape); for a
+        checkpoint without one it is drawn on first use (1000 draws, cached)."""
+        a, b = sorted((int(dx), int(dy)))
+        table = self.meta.get("trained_mi_q99_by_shape")
+        if table is not None and b <= len(table):
+            return float(table[a - 1][b - 1])
+        cache = self.meta.setdefault("_trained_mi_q99_shape_cache", {})
+        if (a, b) not in cache:
+            from .families import SPLITS, mi_quantile_shape
+
+            cache[(a, b)] = round(mi_quantile_shape(SPLITS["train"], a, b, draws=1000), 2)
+        return float(cache[(a, b)])
+
     @property
     def gamma(self) -> float:
         """:meth:`gamma_for` the default rule."""
@@ -154,8 +183,12 @@ def _build(state: dict, name: str, sha: str, meta: dict) -> Pretrained:
 
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise WeightsError(f"{name}: expected a dict with 'model' (state_dict) and 'config'; re-export the checkpoint")
-    cfg = MISTConfig.from_dict(dict(state["config"]))
-    net = MISTNet(cfg)
+    try:
+        cfg = MISTConfig.from_dict(dict(state["config"]))
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{name}: the stored config is invalid ({e}); re-export the checkpoint") from None
+    with torch.random.fork_rng(devices=[]):  # the random init (overwritten below) must not draw from
+        net = MISTNet(cfg)                   # the caller's global generator
     try:
         net.load_state_dict(state["model"], strict=True)
     except RuntimeError as e:
@@ -182,17 +215,38 @@ def load_pretrained(name: str = DEFAULT_WEIGHTS) -> Pretrained:
             f"{available or 'none'}. Reinstall pyromi, or train your own with "
             f"`python -m pyromi.mist.train` and load it with mist.load_checkpoint(path)"
         )
-    meta = json.loads(js.read_text())
+    try:
+        meta = json.loads(js.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(
+            f"MIST weights record {js} is not valid JSON ({type(e).__name__} at {getattr(e, 'pos', '?')}): "
+            f"the file is corrupt or was edited. Reinstall pyromi"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+        raise WeightsError(f"MIST weights record {js} has no SHA-256 entry: the file is corrupt. Reinstall pyromi")
     sha = _sha256(pt)
     if sha != meta.get("sha256"):
         raise WeightsError(
             f"MIST weights {pt} fail the integrity check: SHA-256 {sha} != recorded "
             f"{meta.get('sha256')}; the file is corrupt or was replaced. Reinstall pyromi"
         )
-    state = torch.load(pt, map_location="cpu", weights_only=True)
+    state = _safe_load(pt, "Reinstall pyromi")
     model = _build(state, name, sha, meta)
     _CACHE[name] = model
     return model
+
+
+def _safe_load(path: Path, fix: str):
+    """``torch.load(weights_only=True)`` whose failures (corrupt file, or a pickle that holds anything
+    but tensors and plain containers) become a :class:`WeightsError` naming the file; torch's own
+    message is not passed on (it suggests ``weights_only=False``, i.e. running the file's code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ...
+        raise WeightsError(
+            f"{path} is not a valid MIST checkpoint ({type(e).__name__}): the file is corrupt, was "
+            f"altered, or holds objects other than tensors and plain values, and is not loaded. {fix}"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, meta: dict | None = None) -> Pretrained:
@@ -200,7 +254,7 @@ def load_checkpoint(path: str | Path, meta: dict | None = None) -> Pretrained:
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _safe_load(path, "Re-export it with `python -m pyromi.mist.train --export`, or retrain")
     return _build(state, str(path), _sha256(path), meta or {})
 
 
@@ -239,19 +293,45 @@ def _check_domain(x: np.ndarray, y: np.ndarray, pre: Pretrained) -> None:
             )
 
 
+#: MIST's quantile head reads tau in [1e-4, 1 - 1e-4] (see :mod:`pyromi.mist.model`)
+MAX_LEVEL = 1.0 - 2e-4
+#: block split used when ``seed=None``: estimates are a deterministic function of the sample
+DEFAULT_SEED = 0
+_MAX_SEED = 2**63 - 1
+
+
+class MISTRangeWarning(UserWarning):
+    """The sample shows more dependence than the MIST weights were trained on: the estimate's
+    interval is unbounded above (see :mod:`pyromi.mist.range_check`)."""
+
+
 def _check_level(level) -> float:
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
         raise PyromiError(f"level must be a float in (0, 1), the nominal coverage of the interval (e.g. 0.9); got {level!r}")
+    if float(level) > MAX_LEVEL:
+        raise PyromiError(
+            f"level={level} is beyond what MIST's quantile head resolves (tau in [1e-4, 1 - 1e-4], so "
+            f"level <= {MAX_LEVEL}); pass level <= {MAX_LEVEL} (intervals are calibrated for "
+            f"levels up to 0.95)"
+        )
     return float(level)
 
 
-def _blocks(n: int, n_max: int, seed: int | None) -> list[np.ndarray]:
-    """Random split of ``range(n)`` into ``ceil(n / n_max)`` blocks whose sizes differ by at most 1."""
+def _check_seed(seed) -> int:
+    if seed is None:
+        return DEFAULT_SEED
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= _MAX_SEED:
+        raise PyromiError(f"seed must be None or an int in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
+def _blocks(n: int, n_max: int, seed: int) -> list[np.ndarray]:
+    """Random split of ``range(n)`` into ``ceil(n / n_max)`` blocks whose sizes differ by at most 1
+    (a private generator seeded by ``seed``: the global RNG is not touched)."""
     b = math.ceil(n / n_max)
     if b == 1:
         return [np.arange(n)]
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    perm = torch.randperm(n, generator=gen).numpy()
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).numpy()
     return np.array_split(perm, b)
 
 
@@ -260,22 +340,53 @@ def _block_log1p_quantiles(x: np.ndarray, y: np.ndarray, taus: np.ndarray, pre: 
     """Quantiles of log(1 + I) per block, ``(B, K)``."""
     from .model import bucket_length, collate, encode_set
 
-    blocks = _blocks(x.shape[0], pre.config.n_max, seed)
+    blocks = _blocks(x.shape[0], pre.config.n_max, _check_seed(seed))
     enc = [encode_set(x[i], y[i], pre.config) for i in blocks]
     tok, mask, feats = collate(enc, pad_to=bucket_length(max(len(i) for i in blocks)))
     t = torch.as_tensor(taus, dtype=torch.float32)
     return pre.net.log1p_quantiles(tok, mask, feats, t).double().numpy()
 
 
+def _shrink_factors(u: np.ndarray, taus: np.ndarray, gamma: float, dev: np.ndarray) -> np.ndarray:
+    """Per-tau factor ``f`` by which the combined interval's median-to-end distances are smaller
+    than a single block's (see :func:`_combine`)."""
+    from scipy.special import ndtri
+
+    b = u.shape[0]
+    if b == 1:
+        return np.ones_like(taus)
+    mid = int(np.argmin(np.abs(taus - 0.5)))
+    noise = np.abs(ndtri(taus)) * u[:, mid].std(ddof=1)  # z_tau x the block-median noise
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(np.abs(dev) > 0, np.minimum(1.0, (noise / np.abs(dev)) ** 2), 1.0)
+    return np.maximum(np.sqrt(1.0 - (1.0 - 1.0 / b) * share), b ** (-gamma))
+
+
 def _combine(u: np.ndarray, taus: np.ndarray, gamma: float, scales: np.ndarray) -> np.ndarray:
     """Combine block quantiles ``u`` ``(B, K)`` (log(1 + I) scale; ``taus`` ascending, containing 0.5)
-    into ``(K,)``: ``m = mean_b u_b(0.5)``, ``u(tau) = m + s(tau) B^-gamma mean_b (u_b(tau) - u_b(0.5))``,
-    made non-decreasing in tau and floored at 0."""
+    into ``(K,)``.
+
+    ``m = mean_b u_b(0.5)``; ``d(tau) = s(tau) mean_b (u_b(tau) - u_b(0.5))`` is the calibrated
+    distance from the median to the tau-quantile of one block; the result is
+    ``u(tau) = m + f(tau) d(tau)``, made non-decreasing in tau and floored at 0, with the shrinkage
+    factor ``f = max(B^-gamma, sqrt(1 - (1 - 1/B) min(1, (z_tau sigma / d)^2)))``.
+
+    Why: a block's error is a systematic part shared by all blocks (the network's bias for this
+    kind of distribution at this block size) plus sampling noise independent across blocks. Its
+    calibrated distance ``d`` covers both, ``d^2 = z^2 (tau_sys^2 + sigma^2)``; the mean of B
+    block medians keeps the systematic part and divides the noise variance by B, so its distance
+    is ``sqrt(d^2 - z^2 sigma^2 + z^2 sigma^2 / B)``. ``sigma`` is estimated by the spread of the B
+    block medians (``z_tau = |Phi^-1(tau)|``). When the blocks agree (systematic error dominates,
+    e.g. independent data, where the network's median is ~0.01 nats in every block) the interval
+    does not shrink and keeps covering; when they scatter it shrinks up to ``1 / sqrt(B)``.
+    ``B^-gamma`` (``gamma`` calibrated on validation families under the older rule
+    ``f = B^-gamma``) caps the shrinkage too: the interval never shrinks faster than either allows.
+    """
     mid = int(np.argmin(np.abs(taus - 0.5)))
-    b = u.shape[0]
     m = u[:, mid].mean()
-    dev = (u - u[:, mid : mid + 1]).mean(0)
-    return np.maximum(np.maximum.accumulate(m + scales * b ** (-gamma) * dev), 0.0)
+    dev = scales * (u - u[:, mid : mid + 1]).mean(0)
+    f = _shrink_factors(u, taus, gamma, dev)
+    return np.maximum(np.maximum.accumulate(m + f * dev), 0.0)
 
 
 def _validated(x, y, pre: Pretrained) -> tuple[np.ndarray, np.ndarray]:
@@ -296,7 +407,31 @@ def _calibrated_quantiles(x, y, grid: np.ndarray, pre: Pretrained, seed, rule: s
     u = _block_log1p_quantiles(x, y, grid, pre, seed)
     nb = u.shape[0]
     scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb, rule) if calibrated else 1.0 for t in grid])
-    return np.expm1(_combine(u, grid, pre.gamma_for(rule), scales)), nb
+    q = np.expm1(_combine(u, grid, pre.gamma_for(rule), scales))
+    if not np.all(np.isfinite(q)):  # cannot happen (quantiles are capped); never pass it on
+        raise PyromiError(f"MIST produced non-finite quantiles {q.tolist()} on this sample; please report it")
+    return q, nb
+
+
+def _range_check(x, y, pre: Pretrained, q95: float, seed: int) -> dict:
+    from . import range_check
+
+    return range_check.check(x, y, shape_q99=pre.trained_mi_q99_for(x.shape[1], y.shape[1]),
+                             mist_q95=q95, seed=seed)
+
+
+def _range_warning(rc: dict, median: float, stacklevel: int) -> None:
+    warnings.warn(
+        "MIST: the sample shows more dependence than the weights were trained on: "
+        + "; ".join(rc["reasons"])
+        + f". MIST cannot measure MI beyond that range (its median, {median:.2f} nats, is unreliable "
+        "there, usually far too low), so the interval is returned unbounded above (upper = inf); "
+        "its lower end stands. "
+        "Use a density-based bound (mutual_information(..., bound='ais' or 'iwae')) if the model's "
+        "densities are available; otherwise report the MI as at least the lower end.",
+        MISTRangeWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bool = True,
@@ -304,19 +439,35 @@ def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bo
     """The MI quantiles (nats) at ``taus`` (each in (0, 1)), shape ``(len(taus),)``, increasing in tau.
 
     ``model``: weights name or :class:`Pretrained` (default: the shipped weights). ``seed`` fixes the
-    random block split when ``n > n_max`` (``None``: torch's global generator). ``calibrated``
-    applies the validation-fitted interval scales of rule ``calibration`` (``"family_robust"``,
-    the default, or ``"pooled"``); ``calibrated=False`` gives the raw network quantiles, combined
-    over blocks with the same rule.
+    random block split when ``n > n_max`` (``None``: the fixed default split, seed 0; the global
+    RNGs are never used). ``calibrated`` applies the validation-fitted interval scales of rule
+    ``calibration`` (``"family_robust"``, the default, or ``"pooled"``); ``calibrated=False`` gives
+    the raw network quantiles, combined over blocks with the same rule.
+
+    The range check of :func:`estimate` runs here too: when it fires (a
+    :class:`MISTRangeWarning` says why), every quantile with ``tau > 0.5`` is ``math.inf``.
     """
     pre = _resolve(model)
+    seed = _check_seed(seed)
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     if taus.ndim != 1 or not np.all((taus > 0) & (taus < 1)):
         raise PyromiError(f"taus must be a 1-D sequence of probabilities in (0, 1), got {taus!r}")
+    if not np.all((taus >= 1e-4) & (taus <= 1 - 1e-4)):
+        raise PyromiError(f"taus must lie in [1e-4, 1 - 1e-4] (the range MIST's quantile head resolves), got {taus!r}")
     x, y = _validated(x, y, pre)
-    grid = np.unique(np.concatenate([taus, [0.5]]))
-    out, _ = _calibrated_quantiles(x, y, grid, pre, seed, pre.rule(calibration), calibrated)
-    return out[np.searchsorted(grid, taus)]
+    rule = pre.rule(calibration)
+    grid = np.unique(np.concatenate([taus, [0.5, 0.95]]))
+    out, _ = _calibrated_quantiles(x, y, grid, pre, seed, rule, calibrated)
+    if not calibrated:
+        q95 = _calibrated_quantiles(x, y, np.array([0.5, 0.95]), pre, seed, rule)[0][1]
+    else:
+        q95 = out[np.searchsorted(grid, 0.95)]
+    rc = _range_check(x, y, pre, q95, seed)
+    res = out[np.searchsorted(grid, taus)]
+    if rc["fired"]:
+        _range_warning(rc, float(out[np.searchsorted(grid, 0.5)]), stacklevel=3)
+        res = np.where(taus > 0.5, math.inf, res)
+    return res
 
 
 def estimate(
@@ -334,14 +485,35 @@ def estimate(
 
     Returns an :class:`~pyromi.result.MIEstimate` with ``bound="mist"``, ``point`` (= ``value``) the
     median, ``lower``/``upper`` the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles, ``level``,
-    ``num_samples = n``; ``settings`` records the weights (name, SHA-256, config) and ``diagnostics``
-    the number of blocks, the block size, the milliseconds taken, the weights' training-MI 99th
-    percentile ``trained_mi_q99`` and ``extrapolation`` (the median lies above it; a warning too).
+    ``num_samples = n``, and ``intervals`` (``{level: (lower, upper)}`` for ``level`` and the
+    calibrated levels 0.5, 0.8, 0.9, 0.95; :meth:`~pyromi.result.MIEstimate.interval` reads them).
+    ``settings`` records the weights (name, SHA-256, config), ``diagnostics`` the number of blocks,
+    the block size, the milliseconds taken, the weights' training-MI 99th percentile
+    ``trained_mi_q99`` and ``extrapolation`` (the median lies above it; a warning too), and the range
+    check (``beyond_trained_range``, ``range_check``).
+
+    **Range check** (:mod:`pyromi.mist.range_check`): when the sample shows more dependence than the
+    weights were trained on -- a 99% lower value of the Gaussian-copula (CCA) MI of the normal
+    scores, or of KSG on them (``dx + dy <= 4``), above the training MI's 99th percentile for this
+    ``(dx, dy)`` or above MIST's own 95% quantile (e.g. ``x == y``, ``y = x ** 3``, MI of 18 nats from
+    20 columns, non-monotone dependence) -- the estimate warns (:class:`MISTRangeWarning`), sets
+    ``diagnostics["beyond_trained_range"] = True`` and returns the interval **unbounded above**:
+    ``upper = math.inf`` (in every stored interval). MIST cannot see beyond its training range, so
+    no finite upper end is supported; the lower end and median are MIST's (the median is then
+    likely too low). An interval that claims 90% must not exclude what it cannot see.
+
+    **Blocks**: above ``n_max`` rows the sample is split at random into blocks combined by
+    :func:`_combine` (the interval shrinks only as far as the spread of the block medians shows
+    sampling noise; the network's systematic error does not average out).
 
     Args:
         x, y: numpy arrays or torch tensors, one row per joint draw; ``dx != dy`` is fine.
-        level: nominal coverage of ``[lower, upper]`` (default 0.9).
-        seed: block split for ``n > n_max`` (``None``: torch's global generator).
+        level: nominal coverage of ``[lower, upper]`` (default 0.9), at most ``MAX_LEVEL``; levels
+            outside the calibrated 0.5..0.95 use the nearest calibrated scale
+            (``settings["level_calibrated"]`` says which).
+        seed: block split for ``n > n_max`` and the range check's row sample (``None``: the fixed
+            default, seed 0, so the estimate is a deterministic function of the sample). The
+            global torch and numpy RNGs are never used or changed.
         model: weights name or :class:`Pretrained` (default: the shipped ``DEFAULT_WEIGHTS``).
         calibration: interval rule, ``"family_robust"`` (default: every validation family covered;
             wider) or ``"pooled"`` (calibrated on the training meta-prior; narrower, under-covers
@@ -350,30 +522,45 @@ def estimate(
 
     Raises:
         PyromiError: bad shapes, mismatched n, NaN/inf, a constant column, ``n < n_min``, more than
-            ``d_max`` columns on either side, ``level`` outside (0, 1).
-        WeightsError: weights missing or failing their SHA-256 check.
+            ``d_max`` columns on either side, ``level`` outside (0, MAX_LEVEL], a bad ``seed``.
+        WeightsError: weights missing, corrupt or failing their SHA-256 check.
     """
     t0 = time.perf_counter()
     level = _check_level(level)
+    seed_used = _check_seed(seed)
     pre = _resolve(model)
     x, y = _validated(x, y, pre)
     rule = pre.rule(calibration)
-    q, nb = _calibrated_quantiles(x, y, np.array([(1 - level) / 2, 0.5, (1 + level) / 2]), pre, seed, rule)
+    cal_levels = [float(v) for v in pre.meta.get("calibration", {}).get("levels", [])]
+    levels = sorted({level, *cal_levels})
+    grid = np.unique(np.concatenate([[0.5, 0.95], [(1 - v) / 2 for v in levels], [(1 + v) / 2 for v in levels]]))
+    q, nb = _calibrated_quantiles(x, y, grid, pre, seed_used, rule)
+
+    def at(t):
+        return float(q[int(np.argmin(np.abs(grid - t)))])
+
     n = x.shape[0]
     s = pre.scale_for(level, n // nb, rule)
+    median = at(0.5)
+    rc = _range_check(x, y, pre, at(0.95), seed_used)
+    beyond = rc["fired"]
+    intervals = {v: (at((1 - v) / 2), math.inf if beyond else at((1 + v) / 2)) for v in levels}
     ms = 1e3 * (time.perf_counter() - t0)
     q99 = pre.trained_mi_q99
-    extrapolation = bool(q[1] > q99)
+    extrapolation = bool(median > q99)
+    if beyond:
+        _range_warning(rc, median, stacklevel=3)
     if extrapolation:
         warnings.warn(
-            f"MIST estimate {q[1]:.2f} nats is above {q99} nats, the 99th percentile of the MI "
+            f"MIST estimate {median:.2f} nats is above {q99} nats, the 99th percentile of the MI "
             f"it was trained on: this is extrapolation, and its accuracy and interval coverage there were not measured. If the "
             f"model's densities are available, use a bound (bound='ais' or 'iwae') instead",
             stacklevel=2,
         )
+    lo, hi = intervals[level]
     return MIEstimate(
-        lower=float(q[0]),
-        upper=float(q[2]),
+        lower=lo,
+        upper=hi,
         lower_se=None,
         upper_se=None,
         bound="mist",
@@ -383,6 +570,7 @@ def estimate(
             "sha256": pre.sha256,
             "config": pre.config.to_dict(),
             "level": level,
+            "level_calibrated": bool(cal_levels) and min(cal_levels) <= level <= max(cal_levels),
             "seed": seed,
             "calibration": rule,
             "combine_gamma": pre.gamma_for(rule),
@@ -395,11 +583,14 @@ def estimate(
             "dims": (x.shape[1], y.shape[1]),
             "trained_mi_q99": q99,
             "extrapolation": extrapolation,
+            "beyond_trained_range": beyond,
+            "range_check": rc,
         },
         observed=tuple(observed),
         latent=tuple(latent),
-        point=float(q[1]),
+        point=median,
         level=level,
+        intervals=intervals,
     )
 
 

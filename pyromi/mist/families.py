@@ -425,26 +425,34 @@ def _dispersion(structure: str, dx: int, dy: int, rng: np.random.Generator) -> t
     raise ValueError(f"unknown structure {structure!r}")
 
 
+def _draw_dependence(structure: str, dx: int, dy: int, rng: np.random.Generator) -> tuple[float, dict]:
+    """The dependence part of :func:`draw_task`: hyper-parameters of ``structure`` (dispersion or
+    noise widths, t degrees of freedom) and the closed-form MI. Consumes ``rng`` exactly as
+    :func:`draw_task` does before it draws the marginal transforms."""
+    params: dict[str, Any] = {}
+    if structure == "additive":
+        eps = rng.uniform(0.1, 2.0, min(dx, dy))
+        params["eps"] = eps
+        return additive_mi(eps), params
+    cov, h = _dispersion(structure, dx, dy, rng)
+    params.update(h)
+    params["cov"] = cov
+    mi = gaussian_mi(cov, dx)
+    if structure.startswith("student"):
+        nu = rng.uniform(1.0, 10.0)
+        params["nu"] = nu
+        mi += student_mi_correction(dx, dy, nu)
+    return float(mi), params
+
+
 def draw_task(family: str, dx: int, dy: int, rng: np.random.Generator) -> Task:
     """Draw a task of ``family`` with ``dx, dy >= 1`` from the family's hyper-parameter prior."""
     structure, transform = parse_family(family)
     if dx < 1 or dy < 1:
         raise ValueError(f"dx and dy must be >= 1, got dx={dx}, dy={dy}")
-    params: dict[str, Any] = {}
-    if structure == "additive":
-        eps = rng.uniform(0.1, 2.0, min(dx, dy))
-        params["eps"] = eps
-        mi = additive_mi(eps)
-    else:
-        cov, h = _dispersion(structure, dx, dy, rng)
-        params.update(h)
-        params["cov"] = cov
-        params["chol"] = np.linalg.cholesky(cov)
-        mi = gaussian_mi(cov, dx)
-        if structure.startswith("student"):
-            nu = rng.uniform(1.0, 10.0)
-            params["nu"] = nu
-            mi += student_mi_correction(dx, dy, nu)
+    mi, params = _draw_dependence(structure, dx, dy, rng)
+    if "cov" in params:
+        params["chol"] = np.linalg.cholesky(params["cov"])
     for which, d in (("x", dx), ("y", dy)):
         if transform == "flow":
             params[f"flow_{which}"] = RandomFlow.random(d, rng)
@@ -539,3 +547,30 @@ def mi_quantile(families: tuple[str, ...] | list[str], d_max: int, q: float = 0.
     rng = np.random.default_rng(seed)
     mis = [draw_task(families[i % len(families)], *map(int, rng.integers(1, d_max + 1, 2)), rng).mi for i in range(draws)]
     return float(np.quantile(mis, q))
+
+
+def mi_quantile_shape(families: tuple[str, ...] | list[str], a: int, b: int, q: float = 0.99, *,
+                      draws: int = 4000, seed: int = 0) -> float:
+    """The ``q``-quantile of the true MI (nats) over the meta-prior of ``families`` conditional on
+    the shape ``{dx, dy} = {a, b}``, from ``draws`` draws (families taken in turn; half drawn as
+    ``(a, b)``, half as ``(b, a)``, since training swaps X and Y at random). Only the dependence
+    hyper-parameters are drawn: the marginal transforms do not change the MI."""
+    a, b = sorted((int(a), int(b)))
+    rng = np.random.default_rng([seed, a, b])
+    structures = [parse_family(f)[0] for f in families]
+    mis = [
+        _draw_dependence(structures[i % len(structures)], *((a, b) if i % 2 == 0 else (b, a)), rng)[0]
+        for i in range(draws)
+    ]
+    return float(np.quantile(mis, q))
+
+
+def mi_quantile_by_shape(families: tuple[str, ...] | list[str], d_max: int, q: float = 0.99, *,
+                         draws: int = 4000, seed: int = 0) -> np.ndarray:
+    """Symmetric ``(d_max, d_max)`` table of :func:`mi_quantile_shape`, entry ``[a - 1, b - 1]`` for
+    the shape ``{a, b}``."""
+    out = np.zeros((d_max, d_max))
+    for a in range(1, d_max + 1):
+        for b in range(a, d_max + 1):
+            out[a - 1, b - 1] = out[b - 1, a - 1] = mi_quantile_shape(families, a, b, q, draws=draws, seed=seed)
+    return out

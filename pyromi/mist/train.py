@@ -19,6 +19,9 @@ clipping, learning rate halved when the validation loss has not improved for ``p
 evaluations. Validation: a fixed grid of the ``val`` families (disjoint from both test grids);
 the model with the lowest validation pinball loss (nats, tau in {.05, .25, .5, .75, .95}) is
 kept in ``best.pt``; ``last.pt`` holds the full state for ``--resume``; ``log.json`` the curve.
+Checkpoints hold only tensors and plain values (dicts, lists, numbers, strings) and are read back with
+``torch.load(weights_only=True)``: a file holding anything else is refused (nothing in it runs). The
+caller's global torch RNG state is restored when training returns.
 """
 
 from __future__ import annotations
@@ -183,13 +186,36 @@ def train(config: str, out: str, *, steps: int | None = None, resume: bool = Fal
         cfg["steps"] = steps
     mcfg = MISTConfig.from_dict(cfg["model"])
     os.makedirs(out, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is left as it was
+        return _train(config, cfg, mcfg, out, resume, init)
+
+
+def _load_run_file(path: str, what: str) -> dict:
+    """``torch.load(weights_only=True)`` of a file this module wrote (tensors and plain values only);
+    any failure is a :class:`~pyromi.mist.WeightsError` naming the file -- nothing in it is run."""
+    from . import WeightsError
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(
+            f"{path} is not a valid {what} ({type(e).__name__}): the file is corrupt, was altered, or "
+            f"holds objects other than tensors and plain values, and is not loaded. Delete it (or "
+            f"the run directory) and train again"
+        ) from None
+    if not isinstance(ck, dict) or "model" not in ck:
+        raise WeightsError(f"{path} is not a valid {what}: expected a dict with 'model'; delete it and train again")
+    return ck
+
+
+def _train(config: str, cfg: dict, mcfg: MISTConfig, out: str, resume: bool, init: str | None) -> dict:
     torch.manual_seed(cfg["seed"])
     net = MISTNet(mcfg)
     opt = torch.optim.AdamW(_decay_groups(net, cfg["weight_decay"]), lr=cfg["lr"], eps=1e-8)
     state = {"step": 0, "lr_scale": 1.0, "best": math.inf, "bad_evals": 0, "elapsed": 0.0, "log": []}
     last = os.path.join(out, "last.pt")
     if resume and os.path.exists(last):
-        ck = torch.load(last, weights_only=False)
+        ck = _load_run_file(last, "training checkpoint (last.pt)")
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
@@ -198,7 +224,7 @@ def train(config: str, out: str, *, steps: int | None = None, resume: bool = Fal
         if resume:
             print(f"--resume: no {last}; starting fresh", flush=True)
         if init is not None:
-            ck = torch.load(init, weights_only=True)
+            ck = _load_run_file(init, "checkpoint to initialise from")
             net.load_state_dict(widen_state_dict(ck["model"], MISTConfig.from_dict(ck["config"]), mcfg))
             print(f"initialised from {init} (d_max {ck['config']['d_max']} -> {mcfg.d_max})", flush=True)
     with open(os.path.join(out, "config.json"), "w") as f:
@@ -334,16 +360,19 @@ def calibrate(pre, *, seed: int = 777, reps: int = 4, big_reps: int = 4, d_max: 
     return out
 
 
-def export(run_dir: str, name: str, *, dest: str | None = None, calibration: dict | None = None) -> dict:
+def export(run_dir: str, name: str, *, dest: str | None = None, calibration: dict | None = None,
+           shape_q99: list | None = None) -> dict:
     """Write ``<dest>/<name>.pt`` (plain state_dict + config: loadable with ``weights_only=True``)
-    and ``<name>.json`` (config, training summary, calibration, SHA-256 of the .pt)."""
+    and ``<name>.json`` (config, training summary, calibration, the training MI's 99th percentile
+    overall and per shape -- ``trained_mi_q99_by_shape``, :func:`~pyromi.mist.families.mi_quantile_by_shape`
+    -- and the SHA-256 of the .pt). ``shape_q99`` skips computing that table (tests)."""
     import hashlib
 
     from . import WEIGHTS_DIR, load_checkpoint
 
     dest = dest or str(WEIGHTS_DIR)
     os.makedirs(dest, exist_ok=True)
-    best = torch.load(os.path.join(run_dir, "best.pt"), weights_only=True)
+    best = _load_run_file(os.path.join(run_dir, "best.pt"), "best checkpoint (best.pt)")
     state = {"model": {k: v.clone() for k, v in best["model"].items()}, "config": dict(best["config"])}
     pt = os.path.join(dest, f"{name}.pt")
     torch.save(state, pt)
@@ -351,6 +380,8 @@ def export(run_dir: str, name: str, *, dest: str | None = None, calibration: dic
     pre = load_checkpoint(pt)
     if calibration is None:
         calibration = calibrate(pre)
+    if shape_q99 is None:
+        shape_q99 = np.round(fam.mi_quantile_by_shape(fam.SPLITS["train"], pre.config.d_max), 2).tolist()
     log = json.load(open(os.path.join(run_dir, "log.json")))
     run_cfg = json.load(open(os.path.join(run_dir, "config.json")))
     curve = [{k: e[k] for k in ("step", "elapsed_s", "lr", "train_loss", "val_pinball", "val_mse", "val_cov90", "val_held_mse")} for e in log]
@@ -359,6 +390,7 @@ def export(run_dir: str, name: str, *, dest: str | None = None, calibration: dic
         "sha256": sha,
         "config": state["config"],
         "trained_mi_q99": pre.trained_mi_q99,  # computed from the config: the checkpoint has no record yet
+        "trained_mi_q99_by_shape": shape_q99,
         "training": {
             "run_config": run_cfg,
             "parameters": sum(v.numel() for v in state["model"].values()),

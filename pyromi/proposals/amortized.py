@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .._rng import seeded
+from .._state import entry_point
 from ..adapter import ModelAdapter
 from ..errors import GuideError
 from .base import Proposal, ProposalDraw
@@ -212,6 +213,7 @@ class ProposalTrainer:
         log_q = self.proposal._log_normal(u[0].detach(), loc, scale) - ev.log_abs_det_jacobian[0]
         return -log_q.mean()
 
+    @entry_point
     def step(self) -> float:
         """One optimiser step on a fresh batch; returns the loss ``-mean log q(z*|x)`` (nats)."""
         adapter = self.proposal.adapter
@@ -232,6 +234,7 @@ class ProposalTrainer:
         self.history.append(value)
         return value
 
+    @entry_point
     def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
         """Take ``num_steps`` steps; returns the loss history of this run."""
         if num_steps < 0:
@@ -248,6 +251,7 @@ class ProposalTrainer:
         return self.history[start:]
 
 
+@entry_point
 def fit_proposal(
     proposal: AmortizedNormal,
     num_steps: int = 2000,

@@ -27,6 +27,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide import AutoContinuous, AutoGuide, AutoNormal
 from pyro.poutine.util import site_is_subsample
 
+from .._state import entry_point
 from ..adapter import PARTICLE_PLATE, SAMPLE_PLATE, ModelAdapter, JointSamples, _sum_trailing
 from ..errors import GuideError
 from .base import Proposal, ProposalDraw
@@ -202,6 +203,7 @@ class GuideProposal(Proposal):
         return f"GuideProposal({self.name})"
 
 
+@entry_point
 def fit_autoguide(
     adapter: ModelAdapter,
     joint: JointSamples,
