@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def check_xy(x, y, *, min_n: int = 2, check_constant: bool = True) -> tuple[np.n
         raise PyromiError(f"x and y have n={n} rows; this estimator needs n >= {min_n}: pass more samples")
     if check_constant:
         for name, a in (("x", x), ("y", y)):
-            const = np.flatnonzero(np.ptp(a, axis=0) == 0)
+            const = np.flatnonzero(a.max(0) == a.min(0))  # not np.ptp: it overflows for +-1e308
             if len(const):
                 raise PyromiError(
                     f"column(s) {const.tolist()} of {name} are constant; a constant carries no "
@@ -84,27 +85,103 @@ def check_xy(x, y, *, min_n: int = 2, check_constant: bool = True) -> tuple[np.n
 
 
 def _standardise(a: np.ndarray) -> np.ndarray:
-    return (a - a.mean(0)) / a.std(0)
+    """Columns centred and scaled to unit standard deviation, also for values near the float64
+    limit (``a.std()`` of values ~1e200 overflows to inf and would zero the column): centre on the
+    median (exact for nearby values), scale by the largest deviation, then standardise."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = a - np.median(a, 0)
+        if not np.isfinite(c).all():  # a range wider than the float64 limit
+            c = a / np.abs(a).max(0)
+            c = c - np.median(c, 0)
+    c = c / np.abs(c).max(0)
+    return (c - c.mean(0)) / c.std(0)
 
 
-def ksg_mi(x, y, k: int = 5, *, seed: int = 0, jitter: float = 1e-10) -> float:
+_KSG_STREAM = 0x6B5347  # "kSG": the tie-breaking noise never reuses the stream of default_rng(seed)
+
+
+def _check_seed(seed) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise PyromiError(f"seed must be a non-negative int (or None), got {seed!r}")
+
+
+def _break_ties(x: np.ndarray, y: np.ndarray, seed, jitter: float) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Add seeded noise to the (standardised) columns that hold tied values; returns the new blocks
+    and a warning text naming the ties (None without ties).
+
+    The noise of a tied column has standard deviation ``min(jitter, 1e-3 g)`` (``g`` its smallest
+    gap between distinct values; at least 1e-13, float64's resolution near 1), so it separates
+    equal values without moving distinct ones relative to each other. It comes from a generator of its own (``seed`` mixed with a constant),
+    never from numpy's global state, and never from the stream ``np.random.default_rng(seed)`` a
+    caller may have drawn the data from: noise that repeats the data's own draws is correlated with
+    the data and biases the estimate (up to 2x on a rounded Gaussian pair)."""
+    n = x.shape[0]
+    rng = np.random.default_rng([_KSG_STREAM, seed]) if seed is not None else np.random.default_rng()
+    described, distinct_counts = [], []
+    out = []
+    for name, a in (("x", x), ("y", y)):
+        a = a.copy()
+        for j in range(a.shape[1]):
+            u = np.unique(a[:, j])
+            distinct_counts.append(u.size)
+            if u.size < n:
+                described.append(f"{name}[:, {j}] has {u.size} distinct values in {n}")
+                gap = float(np.diff(u).min())
+                a[:, j] += max(min(jitter, 1e-3 * gap), 1e-13) * rng.standard_normal(n)
+        out.append(a)
+    if not described:
+        return x, y, None
+    distinct_rows = np.unique(np.concatenate([x, y], 1), axis=0).shape[0]
+    shown = "; ".join(described[:4]) + (f"; and {len(described) - 4} more tied columns" if len(described) > 4 else "")
+    msg = (
+        f"ksg_mi: tied values ({shown}; {n - distinct_rows} of {n} rows repeat another row). KSG "
+        f"needs distinct points, so pyromi broke the ties with seeded noise of at most {jitter:g} "
+        "standard deviations (below the gap between distinct values); the estimate then treats "
+        "each tied value as an atom, i.e. it is the MI of the discrete or rounded values as given."
+    )
+    if distinct_rows < n and all(c == distinct_rows for c in distinct_counts):
+        msg += (
+            f" Every tie here is a whole repeated row ({distinct_rows} distinct rows): if the "
+            "repeats are duplicated records of continuous data (resampling, oversampling, merged "
+            "files) rather than atoms of a discrete distribution, drop them first "
+            "(np.unique(np.c_[x, y], axis=0), or pyromi estimate --drop-duplicates): each repeat "
+            "counts as an atom of probability, which inflates the estimate (towards "
+            f"log {distinct_rows} = {math.log(distinct_rows):.2f} nats when rows repeat more than k times)."
+        )
+    return out[0], out[1], msg
+
+
+def ksg_mi(x, y, k: int = 5, *, seed: int | None = 0, jitter: float = 1e-10) -> float:
     """KSG estimator 1 (max-norm) of ``I(X; Y)`` between the full blocks, in nats.
 
-    Columns are standardised; ties and duplicate rows are broken by adding ``jitter`` times
-    N(0, 1) noise (seeded) to the standardised values, since duplicates make the neighbour
-    distance 0. Counting uses radii just below ``eps_i`` (strict inequality). The estimate can be
-    slightly negative for independent data. Cost O(n log n) per block with ``scipy.spatial.cKDTree``.
+    Columns are standardised. Tied values (equal entries within a column, hence also repeated
+    rows) put points at distance 0, which the neighbour counts cannot handle: each tied column gets
+    seeded N(0, s^2) noise with ``s = min(jitter, 1e-3 * its smallest gap between distinct values)``
+    (standardised units), and a ``UserWarning`` names the ties. The estimate is then the MI of the
+    tied values as atoms (discrete or rounded variables); duplicated records of continuous data
+    should be dropped first (the warning says so when every tie is a repeated row). ``seed`` (an
+    int >= 0, or None for fresh noise) seeds a generator of its own. Counting uses radii just
+    below ``eps_i`` (strict inequality). The estimate can be slightly negative for independent data.
+    Cost O(n log n) per block with ``scipy.spatial.cKDTree``.
     """
     from scipy.spatial import cKDTree
     from scipy.special import digamma
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise PyromiError(f"k must be a positive int (number of neighbours), got {k!r}")
-    x, y = check_xy(x, y, min_n=k + 2)
-    rng = np.random.default_rng(seed)
-    x = _standardise(x) + jitter * rng.standard_normal(x.shape)
-    y = _standardise(y) + jitter * rng.standard_normal(y.shape)
+    _check_seed(seed)
+    if isinstance(jitter, bool) or not (isinstance(jitter, (int, float, np.floating)) and 0 < jitter <= 1e-3):
+        raise PyromiError(f"jitter must be a float in (0, 1e-3] (standard deviations), got {jitter!r}")
+    x, y = check_xy(x, y, min_n=2)
     n = x.shape[0]
+    if n < k + 2:
+        raise PyromiError(
+            f"ksg_mi with k={k} neighbours needs n >= k + 2 = {k + 2} rows, got n={n}: pass more "
+            f"rows or a smaller k"
+        )
+    x, y, ties = _break_ties(_standardise(x), _standardise(y), seed, float(jitter))
+    if ties is not None:
+        warnings.warn(ties, UserWarning, stacklevel=2)
     xy = np.concatenate([x, y], 1)
     dist, _ = cKDTree(xy).query(xy, k=k + 1, p=np.inf)  # column 0 is the point itself
     r = np.nextafter(dist[:, -1], 0.0)
@@ -119,8 +196,8 @@ def cca_mi(x, y, *, shrinkage: float = 0.0) -> float:
     ``shrinkage`` s replaces the sample correlation matrix R by ``(1 - s) R + s I``; with
     ``s = 0`` (default) it needs ``n > dx + dy`` (else the canonical correlations are all 1).
     """
-    if not 0.0 <= shrinkage < 1.0:
-        raise PyromiError(f"shrinkage must be in [0, 1), got {shrinkage}")
+    if isinstance(shrinkage, bool) or not isinstance(shrinkage, (int, float)) or not 0.0 <= shrinkage < 1.0:
+        raise PyromiError(f"shrinkage must be a float in [0, 1), got {shrinkage!r}")
     x, y = check_xy(x, y, min_n=3)
     n, dx = x.shape
     dy = y.shape[1]
@@ -132,7 +209,25 @@ def cca_mi(x, y, *, shrinkage: float = 0.0) -> float:
     z = _standardise(np.concatenate([x, y], 1))
     r = (z.T @ z) / n
     r = (1 - shrinkage) * r + shrinkage * np.eye(dx + dy)
-    return float(canonical_pair_mi(r, dx, rho_max=1.0 - 1e-12).sum())
+    for name, block in (("x", r[:dx, :dx]), ("y", r[dx:, dx:])):
+        lam = np.linalg.eigvalsh(block)
+        if lam[0] <= 1e-10 * lam[-1]:
+            raise PyromiError(
+                f"the columns of {name} are linearly dependent (their correlation matrix is singular, "
+                f"smallest eigenvalue {lam[0]:.2g}): drop the redundant columns of {name}, or pass "
+                f"shrinkage= > 0 (e.g. 1e-3)"
+            )
+    rho_max = 1.0 - 1e-12
+    pairs = canonical_pair_mi(r, dx, rho_max=rho_max)
+    cap = float(-0.5 * np.log1p(-np.float64(rho_max) ** 2))
+    if pairs.max() >= cap * (1 - 1e-9):
+        raise PyromiError(
+            "a canonical correlation between x and y is 1 (to 1e-12): some combination of the y "
+            "columns is an exact linear function of the x columns (the same column on both sides?), "
+            "so the Gaussian MI is infinite; remove the duplicated information, or pass shrinkage= "
+            "> 0 for a finite, regularised value"
+        )
+    return float(pairs.sum())
 
 
 def canonical_pair_mi(r: np.ndarray, dx: int, *, rho_max: float) -> np.ndarray:
@@ -168,6 +263,14 @@ def infonce_mi(
     import torch
     from torch import nn
 
+    for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 2), ("hidden", hidden, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise PyromiError(f"{name} must be an int >= {lo}, got {v!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise PyromiError(f"lr must be a positive float, got {lr!r}")
+    _check_seed(seed)
+    if seed is None:
+        raise PyromiError("infonce_mi needs an int seed >= 0 (it seeds the critic and the minibatches)")
     x, y = check_xy(x, y, min_n=4)
     n = x.shape[0]
     g = torch.Generator().manual_seed(seed)
@@ -203,4 +306,9 @@ def infonce_mi(
             j = slice(i, min(i + 1000, n))
             vals.append(bound(scores(xt[j], yt[j])) * (j.stop - j.start))
         est = float(sum(vals) / n)
+    if not math.isfinite(est):
+        raise PyromiError(
+            f"infonce_mi: the critic's training diverged (estimate {est}); lower lr (got {lr}) or "
+            f"standardise/clip extreme values"
+        )
     return (est, seconds) if return_seconds else est

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 
 import pyro
 import torch
 
 from ._rng import seeded
-from .adapter import ModelAdapter
+from .adapter import ModelAdapter, _as_device
 from .api import mutual_information
+from .errors import DeviceError, PyromiError
 from .ops import standard_error
 from .models import LinearGaussian
 from .proposals import AmortizedNormal, fit_proposal
@@ -24,12 +27,21 @@ def run_demo(
     device: str = "cpu",
     print_fn=print,
 ) -> dict:
-    """Run every available bound on the toy model and print them next to the closed-form truth.
+    """Run every available bound on the toy model and print them next to the closed-form truth,
+    each bound with its Monte Carlo standard error over the ``num_samples`` joint draws.
 
     Returns a dict of the numbers printed (nats): ``truth``, ``oracle`` (the same-batch
-    ``mean log p(x|z*) - log p(x)``) and one :class:`MIEstimate` per method.
+    ``mean log p(x|z*) - log p(x)``) and one :class:`MIEstimate` per method. Raises
+    :class:`~pyromi.errors.PyromiError` naming the argument for counts out of range or a device
+    this machine does not have.
     """
-    lg = LinearGaussian.toy(device=device)
+    for name, value, lo in (("num_samples", num_samples, 2), ("num_particles", num_particles, 1),
+                            ("train_steps", train_steps, 0), ("ais_steps", ais_steps, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo or value > 2**63 - 3:
+            why = " (standard errors need two draws)" if name == "num_samples" else ""
+            raise PyromiError(f"{name} must be an int >= {lo}{why}, got {value!r}")
+    dev = _check_device(device)
+    lg = LinearGaussian.toy(device=dev)
     truth = lg.mutual_information()
     print_fn("pyromi demo: linear-Gaussian model z ~ N(0, I_5), x = W z + 0.1 eps, x in R^20")
     print_fn(f"closed-form I(x; z) = 1/2 log det(I + W^T W / sigma^2) = {truth:.3f} nats\n")
@@ -54,7 +66,8 @@ def run_demo(
     }
     results = {"truth": truth, "oracle": oracle}
     print_fn(
-        f"{'method':30s} {'lower':>8s} {'upper':>8s}  {'truth inside':>12s}  {'oracle inside':>13s}  {'time':>6s}"
+        f"{'method':30s} {'lower':>8s} {'(se)':>7s} {'upper':>8s} {'(se)':>7s}  {'truth inside':>12s}  "
+        f"{'oracle inside':>13s}  {'time':>6s}"
     )
     for label, kw in runs.items():
         t = time.perf_counter()
@@ -70,12 +83,18 @@ def run_demo(
             if side in est.terms:
                 d = sign * (est.terms[side] - oracle_terms)
                 ok_oracle &= float(d.mean()) <= 3 * standard_error(d) + 1e-9
-        f = lambda v: "       -" if v is None else f"{v:8.3f}"  # noqa: E731
+        finite = all(v is None or math.isfinite(v) for v in (est.lower, est.upper, est.lower_se, est.upper_se))
+        if not finite:
+            ok_truth = ok_oracle = False
+            warnings.warn(f"{label}: a bound or its standard error is not finite ({est.lower}, {est.upper}); "
+                          "this row carries no information", UserWarning, stacklevel=2)
+        f = lambda v, w=8: " " * (w - 1) + "-" if v is None else f"{v:{w}.3f}"  # noqa: E731
         print_fn(
-            f"{label:30s} {f(est.lower)} {f(est.upper)}  {'yes' if ok_truth else 'NO':>12s}  "
-            f"{'yes' if ok_oracle else 'NO':>13s}  {secs:5.1f}s"
+            f"{label:30s} {f(est.lower)} {f(est.lower_se, 7)} {f(est.upper)} {f(est.upper_se, 7)}  "
+            f"{'yes' if ok_truth else 'NO':>12s}  {'yes' if ok_oracle else 'NO':>13s}  {secs:5.1f}s"
         )
-    print_fn("(inside = within 3 standard errors of each one-sided bound)")
+    print_fn("(se = Monte Carlo standard error over the N draws; inside = within 3 standard errors of "
+             "each one-sided bound)")
     print_fn(f"truth {truth:.3f} nats; same-batch oracle mean[log p(x|z*) - log p(x)] = {oracle:.3f} nats")
     print_fn(
         f"(N={num_samples} joint draws; K={num_particles} proposals for iwae, 8 chains for ais; "
@@ -87,3 +106,24 @@ def run_demo(
         "closes the sandwich."
     )
     return results
+
+
+def _check_device(device) -> torch.device:
+    """``device`` as a torch.device this machine has; else the API's :class:`DeviceError` message."""
+    dev = _as_device(device)
+    if dev is None:
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device={dev} was requested but CUDA is not available on this machine; pass "
+                "device='cpu' (or leave device=None)."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device={dev} was requested but this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); pass device='cuda:0' or device='cpu'."
+            )
+    elif dev.type != "cpu":
+        raise DeviceError(f"the demo runs on 'cpu' or 'cuda[:<index>]', got device={str(dev)!r}")
+    return dev

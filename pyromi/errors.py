@@ -31,3 +31,7 @@ class ModelError(PyromiError):
 
 class ResourceError(PyromiError, MemoryError):
     """A model pass or an estimator ran out of memory; the message says which setting to lower."""
+
+
+class PyromiWarning(UserWarning):
+    """Base class of pyromi's warnings: a returned number that is valid but says less than asked."""

@@ -21,6 +21,7 @@ from .._state import warn
 from ..adapter import JointSamples, ModelAdapter
 from ..bounds.ais import ais_bound_terms
 from ..proposals.base import Proposal
+from ..errors import PyromiWarning
 from ..result import MIEstimate
 from .checks import WIDE_SANDWICH, check_finite_terms, loose_bound_advice
 from ..samplers.ais import (
@@ -321,7 +322,7 @@ def ais_mi(
             "proposal (start=AmortizedNormal(...)), or use more chains."
         )
         diagnostics["advice"] = msg
-        warn(msg)
+        warn(msg, PyromiWarning)
     elif est_lower < 0:
         loose_bound_advice("ais", est_lower, None, diagnostics, stacklevel=3)
     settings = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .._state import warn
-from ..errors import DensityError
+from ..errors import DensityError, PyromiWarning
 
 __all__ = ["WIDE_SANDWICH", "check_finite_terms", "loose_bound_advice"]
 
@@ -76,4 +76,4 @@ def loose_bound_advice(bound: str, lower: float | None, upper: float | None,
     if notes:
         msg = " ".join(notes)
         diagnostics["advice"] = msg
-        warn(msg)
+        warn(msg, PyromiWarning)

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import PyromiError
+from ..errors import PyromiError, PyromiWarning
 from ..result import MIEstimate
 
 __all__ = [
@@ -300,7 +300,7 @@ DEFAULT_SEED = 0
 _MAX_SEED = 2**63 - 1
 
 
-class MISTRangeWarning(UserWarning):
+class MISTRangeWarning(PyromiWarning):
     """The sample shows more dependence than the MIST weights were trained on: the estimate's
     interval is unbounded above (see :mod:`pyromi.mist.range_check`)."""
 
