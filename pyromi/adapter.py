@@ -145,6 +145,24 @@ def _as_device(device) -> torch.device | None:
         ) from None
 
 
+def available_device(device) -> torch.device | None:
+    """``device`` as a torch.device that this machine has (None stays None), or a
+    :class:`DeviceError` saying what to pass instead."""
+    dev = _as_device(device)
+    if dev is not None and dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device={dev} was requested but CUDA is not available on this machine; pass "
+                "device='cpu' (or leave device=None)."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device={dev} was requested but this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); pass device='cuda:0' or device='cpu'."
+            )
+    return dev
+
+
 _DTYPES = {"float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
            "float32": torch.float32, "float": torch.float32, "float64": torch.float64,
            "double": torch.float64}
@@ -360,13 +378,7 @@ class ModelAdapter:
         latent_names = _as_names(latent, "latent")
         self.densities = densities
         self.likelihood = likelihood and densities
-        self.requested_device = _as_device(device)
-        if self.requested_device is not None and self.requested_device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise DeviceError(
-                    f"device={self.requested_device} was requested but CUDA is not available on "
-                    "this machine; pass device='cpu' (or leave device=None)."
-                )
+        self.requested_device = available_device(device)
         self.requested_dtype = _as_dtype(dtype)
         self._observed_request = observed_names
         with seeded(seed, self.requested_device):

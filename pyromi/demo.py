@@ -10,7 +10,7 @@ import pyro
 import torch
 
 from ._rng import seeded
-from .adapter import ModelAdapter, _as_device
+from .adapter import ModelAdapter, available_device
 from .api import mutual_information
 from .errors import DeviceError, PyromiError
 from .ops import standard_error
@@ -110,20 +110,9 @@ def run_demo(
 
 def _check_device(device) -> torch.device:
     """``device`` as a torch.device this machine has; else the API's :class:`DeviceError` message."""
-    dev = _as_device(device)
+    dev = available_device(device)
     if dev is None:
         return torch.device("cpu")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"device={dev} was requested but CUDA is not available on this machine; pass "
-                "device='cpu' (or leave device=None)."
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"device={dev} was requested but this machine has {torch.cuda.device_count()} CUDA "
-                "device(s); pass device='cuda:0' or device='cpu'."
-            )
-    elif dev.type != "cpu":
+    if dev.type not in ("cpu", "cuda"):
         raise DeviceError(f"the demo runs on 'cpu' or 'cuda[:<index>]', got device={str(dev)!r}")
     return dev
