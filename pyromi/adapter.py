@@ -370,6 +370,16 @@ class ModelAdapter:
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
         self.model = model
+        if not isinstance(model_args, (tuple, list)):
+            raise TypeError(
+                f"model_args= must be a tuple of positional arguments for the model, got "
+                f"{type(model_args).__name__}; e.g. model_args=(x_data,) for model(x_data)."
+            )
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise TypeError(
+                f"model_kwargs= must be a dict of keyword arguments for the model, got "
+                f"{type(model_kwargs).__name__}; e.g. model_kwargs={{'scale': 0.5}}."
+            )
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
         observed_names = _as_names(observed, "observed")
@@ -420,10 +430,15 @@ class ModelAdapter:
                 ) from e
             where = "" if last is None else last.where()
             msg = str(e).split("\nTrace Shapes:")[0]  # drop Pyro's shape dump
-            if isinstance(e, ValueError) and "to satisfy the constraint" in msg:
+            if isinstance(e, ValueError) and (
+                "to satisfy the constraint" in msg or "to be within the support" in msg
+            ):
+                what = "invalid parameters" if "to satisfy the constraint" in msg else "a value outside its support"
+                first = _first_sentence(msg)
+                nxt = " (in the distribution of the site sampled next)" if where.startswith(" after") else ""
                 raise DensityError(
-                    f"a distribution in the model received invalid parameters {stage}{where}: "
-                    f"{msg} Check the parameters of the site's distribution (a NaN or infinite "
+                    f"a distribution in the model received {what} {stage}{where}{nxt}: {first}. "
+                    "Check the parameters of the site's distribution (a NaN or infinite "
                     "location, a scale that can reach 0 or go negative, probabilities outside "
                     "[0, 1]) at the latent values the model can draw."
                 ) from e
@@ -440,6 +455,14 @@ class ModelAdapter:
                     f"the model failed {stage}{where} with a device mismatch: {msg}. Create the "
                     "model's tensors (constants, nn.Module weights, model_args) on one device, the "
                     "one passed as device=, e.g. W = W.to(device)."
+                ) from e
+            if not stage.startswith(_PLAIN_STAGE) and self._fails_on_its_own():
+                raise ModelError(
+                    f"the model raised {type(e).__name__} {stage}{where}: {msg}. It also fails when "
+                    "run again on its own, without pyromi's plates, so this is an error of the model "
+                    "itself (one that depends on the values drawn or on how often it is called), "
+                    "not of its vectorisation: check that model(*model_args, **model_kwargs) runs "
+                    "reliably in plain Pyro."
                 ) from e
             if stage.startswith(_PLAIN_STAGE):
                 raise ModelError(
@@ -463,6 +486,23 @@ class ModelAdapter:
                 "leading dimensions (use `...` indexing, `.to_event`, no reshape(-1)/flatten/sum "
                 "over all dimensions)."
             ) from e
+
+    def _fails_on_its_own(self) -> bool:
+        """Run the model once more without pyromi's plates (RNG state kept): True if it raises."""
+        try:
+            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False), ExitStack():
+                from pyro.poutine.runtime import _PYRO_STACK
+
+                depth = len(_PYRO_STACK)
+                try:
+                    poutine.trace(self._generative()).get_trace(*self.model_args, **self.model_kwargs)
+                finally:
+                    from ._state import unwind_handlers
+
+                    unwind_handlers(depth)
+        except Exception:
+            return True
+        return False
 
     def _generative(self) -> Callable:
         """The model with its observed sites sampled (their ``obs=`` ignored); sites fixed in the
@@ -745,10 +785,20 @@ class ModelAdapter:
         perm = torch.tensor([1, 2, 0], device=joint.log_prior.device)
         # particle 0 = each sample's own z*, particle 1 = another sample's z*
         z_pair = {n: torch.stack([v, v[perm]]) for n, v in joint.latent.items()}
+        # without Pyro's support checks: x_i may lie outside the support of p(x | z_j) (a hard-support
+        # likelihood), which is density 0, not an error; NaN densities are checked below
         with self._translate_errors("under pyromi's particle and sample plates"):
-            with pyro.validation_enabled(True):
+            with pyro.validation_enabled(False):
                 ev = self._evaluate((2, _PROBE_N), joint.observed, latent=z_pair,
                                     constant_names=self.constant_names)
+        for name, lp in ev.site_log_probs.items():
+            if bool(torch.isnan(lp).any()):
+                raise DensityError(
+                    f"the log density of site '{name}' is NaN at some of pyromi's probe draws "
+                    "(each sample's x scored under its own and another sample's z). The model is "
+                    "undefined there: check the site's distribution parameters (NaN or infinite "
+                    "locations, scales that reach 0) for every value the latents can take."
+                )
         for name, batch_shape in ev.batch_shapes.items():
             self._check_batch_shape(name, batch_shape, (2, _PROBE_N))
         for name, lp in ev.constant_log_probs.items():
@@ -765,7 +815,8 @@ class ModelAdapter:
         for p, i in ((0, 0), (0, 1), (1, 0)):
             data = {n: v[p, i] for n, v in z_pair.items()}
             data.update({n: v[i] for n, v in joint.observed.items()})
-            tr_i = self._call_traced(poutine.condition(self.model, data=data), "on a single sample")
+            tr_i = self._call_traced(poutine.condition(self.model, data=data), "on a single sample",
+                                     validate=False)
             scored = set(self.latent_names + self.scored_observed)
             tr_i.compute_log_prob(site_filter=lambda name, site: name in scored)
             for name in self.latent_names + self.scored_observed:
@@ -784,7 +835,7 @@ class ModelAdapter:
         z_own = {n: v[0:1] for n, v in z_pair.items()}
         x_other = {n: v[perm] for n, v in joint.observed.items()}
         with self._translate_errors("under pyromi's particle and sample plates"):
-            with pyro.validation_enabled(True):
+            with pyro.validation_enabled(False):
                 self.log_density(z_own, x_other)
         for name in self.latent_names:
             if not torch.allclose(
@@ -900,6 +951,17 @@ class ModelAdapter:
                         "Make the model broadcast over leading dimensions."
                     )
                 self._check_batch_shape(name, tr.nodes[name]["fn"].batch_shape, (num_samples,))
+        for name in self.observed_names + self.latent_names:
+            value = tr.nodes[name]["value"]
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value.reshape(num_samples, -1))).any(-1).sum())
+                raise DensityError(
+                    f"site '{name}' is NaN or infinite in {bad} of {num_samples} joint draws (its "
+                    "simulated values): "
+                    "its distribution's parameters are not finite for some values of the sites "
+                    "before it (e.g. a location computed as NaN, an overflow in exp). Make them "
+                    "finite for every value the latents can take."
+                )
         if not self.densities:
             observed = {n: tr.nodes[n]["value"].detach() for n in self.observed_names}
             latent = {n: tr.nodes[n]["value"].detach() for n in self.latent_names}
@@ -1130,3 +1192,10 @@ def _per_sample_bytes(tr: poutine.Trace, num_samples: int) -> int:
                 add(v)
             fn, depth = getattr(fn, "base_dist", None), depth + 1
     return total
+
+
+def _first_sentence(msg: str) -> str:
+    """torch's validation message without its tensor dump: the text before ', but found'."""
+    head = msg.split(", but found")[0].split("\n")[0]
+    head = head.split(" of distribution ")[0]
+    return head.strip().rstrip(".:")

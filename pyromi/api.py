@@ -396,6 +396,18 @@ def _check_joint(joint: JointSamples, adapter: ModelAdapter) -> None:
             )
         if v.device != adapter.device and adapter.device.type != v.device.type:
             raise PyromiError(f"joint= site '{name}' is on {v.device}, the model on {adapter.device}")
+    if joint.num_samples < 1:
+        raise PyromiError("joint= holds no samples (N = 0); draw at least one with sample_joint(N)")
+    values = {**joint.observed, **joint.latent, "log_prior": joint.log_prior,
+              "log_likelihood": joint.log_likelihood}
+    for name, v in values.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v.reshape(v.shape[0], -1))).any(-1).sum())
+            raise DensityError(
+                f"joint= entry '{name}' is NaN or infinite in {bad} of {joint.num_samples} samples; "
+                "pass joint draws from ModelAdapter.sample_joint (which checks them), or remove "
+                "those rows."
+            )
 
 
 @entry_point

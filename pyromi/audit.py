@@ -19,6 +19,8 @@ The expectations over x use the model's own simulated x by default, or the obser
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ import torch
 from ._rng import check_seed, seeded
 from ._state import entry_point
 from .adapter import ModelAdapter, _sum_trailing
-from .api import _as_site_dict, _resolve_proposal, mutual_information
+from .api import _as_site_dict, _resolve_proposal, check_int, mutual_information
 from .errors import GuideError
 from .ops import standard_error
 from .proposals.amortized import AmortizedNormal
@@ -233,10 +235,12 @@ def audit(
         **ais_kwargs: passed to :func:`mutual_information` (``schedule``, ``num_leapfrog``, ...).
     """
     check_seed(seed)
-    if collapse_threshold <= 0:
-        raise ValueError(f"collapse_threshold must be > 0 nats, got {collapse_threshold}")
-    if not 0 < max_width:
-        raise ValueError(f"max_width must be > 0, got {max_width}")
+    for name, value in (("collapse_threshold", collapse_threshold), ("max_width", max_width)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(value) and value > 0
+        ):
+            raise ValueError(f"{name}= must be a finite number > 0, got {value!r}")
+    encoder_particles = check_int("encoder_particles", encoder_particles, 1)
     if start not in ("guide", None):
         raise ValueError(f"start must be 'guide' or None, got {start!r}")
     adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs)

@@ -427,10 +427,11 @@ def run_estimate(args) -> int:
             from .mist import estimate
 
             est = estimate(x, y, level=args.level, seed=args.seed, observed=tuple(xcols), latent=tuple(ycols))
-            v = [est.value, est.lower, est.upper]
+            v = [est.value, est.lower] + ([] if est.upper is None else [est.upper])
             _finite(v, "mist")
+            hi = "unbounded)" if est.upper is None else f"{scale * est.upper:.4f}]"
             print(f"{what} ~= {scale * est.value:.4f} {unit}, {100 * est.level:.0f}% interval "
-                  f"[{scale * est.lower:.4f}, {scale * est.upper:.4f}] (mist, n={est.num_samples}, "
+                  f"[{scale * est.lower:.4f}, {hi} (mist, n={est.num_samples}, "
                   f"{est.diagnostics['milliseconds']:.0f} ms)")
         elif args.method == "ksg":
             from .baselines import ksg_mi

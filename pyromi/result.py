@@ -54,7 +54,7 @@ class MIEstimate:
         level: the nominal coverage of ``[lower, upper]`` when ``point`` is set (e.g. 0.9).
         intervals: for a point estimate with a predictive interval (MIST), the intervals computed
             with it, ``{level: (lower, upper)}`` (``level`` and the calibrated levels); read them
-            with :meth:`interval`. An upper end ``math.inf`` means the interval is unbounded above
+            with :meth:`interval`. An upper end ``None`` means the interval is unbounded above
             (MIST: the sample shows more dependence than the weights were trained on; the
             estimate warned and says so in ``diagnostics["beyond_trained_range"]``).
     """
@@ -74,7 +74,7 @@ class MIEstimate:
     latent: tuple[str, ...] = ("z",)
     point: float | None = None
     level: float | None = None
-    intervals: dict[float, tuple[float, float]] = field(default_factory=dict, repr=False)
+    intervals: dict[float, tuple[float, float | None]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_terms(
@@ -213,10 +213,10 @@ class MIEstimate:
         cfg = f"({self.bound}, N={self.num_samples}{k})"
         if self.point is not None:
             lvl = "" if self.level is None else f"{100 * self.level:.0f}% "
-            close = ")" if self.upper is not None and math.isinf(self.upper) else "]"
+            hi = "inf)" if self.upper is None else f"{_fmt(self.upper)}]"
             return (
                 f"{what} ~= {_fmt(self.point)} {self.units}, {lvl}interval "
-                f"[{_fmt(self.lower)}, {_fmt(self.upper)}{close} {cfg}"
+                f"[{_fmt(self.lower)}, {hi} {cfg}"
             )
         n = self.num_samples
         if self.lower is not None and self.upper is not None:

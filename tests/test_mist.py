@@ -452,7 +452,7 @@ def test_trained_mi_range_and_extrapolation_warning(pre):
     with pytest.warns(UserWarning, match=f"above {pre.trained_mi_q99} nats.*extrapolation"):
         e = mist.estimate(x, y)
     assert e.diagnostics["extrapolation"] and e.diagnostics["trained_mi_q99"] == pre.trained_mi_q99
-    assert e.diagnostics["beyond_trained_range"] and e.upper == math.inf  # the range check fires too
+    assert e.diagnostics["beyond_trained_range"] and e.upper is None  # the range check fires too
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a low-MI estimate does not warn
         e = mist.estimate(x[:, :1], rng.standard_normal((1000, 1)))
@@ -586,12 +586,12 @@ def test_range_check_opens_the_interval_beyond_the_trained_range(pre):
     cases = [("x == y", x1, x1.copy(), math.inf, "Gaussian-copula"), ("y = x^3", x5, x5**3, math.inf, "Gaussian-copula"),
              ("Gaussian 20 x 5", xg, zg, mi_g, r"for \(dx, dy\) = \(20, 5\)"), ("sin", x1, np.sin(3 * x1), math.inf, "KSG")]
     for name, x, y, truth, why in cases:
-        with pytest.warns(mist.MISTRangeWarning, match=f"more dependence than the weights were trained on.*{why}.*upper = inf"):
+        with pytest.warns(mist.MISTRangeWarning, match=f"more dependence than the weights were trained on.*{why}.*upper = None"):
             e = mist.estimate(x, y)
         assert e.diagnostics["beyond_trained_range"] and e.diagnostics["range_check"]["fired"], name
-        assert e.upper == math.inf and all(hi == math.inf for _, hi in e.intervals.values()), name
+        assert e.upper is None and all(hi is None for _, hi in e.intervals.values()), name
         assert math.isfinite(e.lower) and math.isfinite(e.value) and e.lower <= min(truth, e.value), (name, e)
-        assert e.upper >= truth and repr(e).endswith(", inf) (mist, N=1000)"), repr(e)
+        assert repr(e).endswith(", inf) (mist, N=1000)"), repr(e)
     with pytest.warns(mist.MISTRangeWarning):
         q = mist.quantiles(x5, x5**3, [0.05, 0.5, 0.95])
     assert q[2] == math.inf and np.isfinite(q[:2]).all()

@@ -80,5 +80,5 @@ def test_point_estimate_intervals_by_level():
     assert e.to_bits().interval(0.5) == pytest.approx((0.7 / math.log(2), 1.1 / math.log(2)))
     from dataclasses import replace
 
-    open_ = replace(e, upper=math.inf, intervals={0.9: (0.4, math.inf)})
+    open_ = replace(e, upper=None, intervals={0.9: (0.4, None)})
     assert repr(open_) == "I(x; z) ~= 0.900 nats, 90% interval [0.400, inf) (mist, N=500)"

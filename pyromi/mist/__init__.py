@@ -25,7 +25,7 @@ Range check (:mod:`pyromi.mist.range_check`): when the sample shows more depende
 weights were trained on (a 99% lower value of the Gaussian-copula MI, or of KSG on normal scores,
 above the training MI's 99th percentile for this ``(dx, dy)`` or above MIST's own 95% quantile:
 ``x == y``, ``y = x ** 3``, 18 nats in 20 columns, non-monotone relations), :func:`estimate` warns
-(:class:`MISTRangeWarning`) and returns the interval unbounded above (``upper = math.inf``).
+(:class:`MISTRangeWarning`) and returns the interval unbounded above (``upper = None``).
 
 Randomness: the block split and the range check's row sample use private generators seeded by
 ``seed`` (default 0), so an estimate is a deterministic function of the sample; torch's and
@@ -425,7 +425,7 @@ def _range_warning(rc: dict, median: float, stacklevel: int) -> None:
         "MIST: the sample shows more dependence than the weights were trained on: "
         + "; ".join(rc["reasons"])
         + f". MIST cannot measure MI beyond that range (its median, {median:.2f} nats, is unreliable "
-        "there, usually far too low), so the interval is returned unbounded above (upper = inf); "
+        "there, usually far too low), so the interval is returned unbounded above (upper = None); "
         "its lower end stands. "
         "Use a density-based bound (mutual_information(..., bound='ais' or 'iwae')) if the model's "
         "densities are available; otherwise report the MI as at least the lower end.",
@@ -498,7 +498,7 @@ def estimate(
     ``(dx, dy)`` or above MIST's own 95% quantile (e.g. ``x == y``, ``y = x ** 3``, MI of 18 nats from
     20 columns, non-monotone dependence) -- the estimate warns (:class:`MISTRangeWarning`), sets
     ``diagnostics["beyond_trained_range"] = True`` and returns the interval **unbounded above**:
-    ``upper = math.inf`` (in every stored interval). MIST cannot see beyond its training range, so
+    ``upper = None`` (in every stored interval). MIST cannot see beyond its training range, so
     no finite upper end is supported; the lower end and median are MIST's (the median is then
     likely too low). An interval that claims 90% must not exclude what it cannot see.
 
@@ -544,7 +544,7 @@ def estimate(
     median = at(0.5)
     rc = _range_check(x, y, pre, at(0.95), seed_used)
     beyond = rc["fired"]
-    intervals = {v: (at((1 - v) / 2), math.inf if beyond else at((1 + v) / 2)) for v in levels}
+    intervals = {v: (at((1 - v) / 2), None if beyond else at((1 + v) / 2)) for v in levels}
     ms = 1e3 * (time.perf_counter() - t0)
     q99 = pre.trained_mi_q99
     extrapolation = bool(median > q99)
