@@ -236,6 +236,12 @@ def mutual_information(
                 f"kernel= must be a pyro.infer.mcmc.HMC or NUTS object (its class, step size and "
                 f"number of leapfrog steps are used), got {type(kernel).__name__}"
             )
+    _check_options(bound, dict(
+        num_steps=num_steps, schedule=schedule, start=start, num_leapfrog=num_leapfrog,
+        target_accept=target_accept, kernel=kernel, hook=hook, guide=guide, critic=critic,
+        train_steps=train_steps, optim=optim, batch_size=batch_size, joint=joint,
+        guide_steps=guide_steps, level=level,
+    ))
     if bound == "mist":
         return _mist(model, observed, latent, num_samples=num_samples, level=level,
                      model_args=model_args, model_kwargs=model_kwargs, device=device, dtype=dtype,
@@ -248,16 +254,6 @@ def mutual_information(
             num_leapfrog=num_leapfrog, joint=joint, model_args=model_args,
             model_kwargs=model_kwargs, device=device, dtype=dtype, seed=seed, progress=progress,
         )
-    if bound != "ais":
-        ais_only = {
-            "num_steps": num_steps != 1000,
-            "schedule": not (isinstance(schedule, str) and schedule == "adaptive"),
-            "start": start is not None,
-            "hook": hook is not None,
-        }
-        used = [name for name, given in ais_only.items() if given]
-        if used:
-            raise ValueError(f"{', '.join(used)}= applies to bound='ais' only (got bound={bound!r})")
     adapter = ModelAdapter(
         model,
         observed,
@@ -322,6 +318,45 @@ def mutual_information(
 
 
 KNOWN_MARGINAL = ("giwae", "infonce", "mine_dv", "mine_f", "mine_ais")
+
+_TRAINED = frozenset({"ba", "giwae", "infonce", "mine_dv", "mine_f", "mine_ais"})
+#: keyword -> (its default, the bounds that use it); any other bound refuses a non-default value
+_BOUND_OPTIONS = {
+    "num_steps": (1000, {"ais", "mine_ais"}),
+    "schedule": ("adaptive", {"ais", "mine_ais"}),
+    "start": (None, {"ais"}),
+    "num_leapfrog": (10, {"ais", "mine_ais"}),
+    "target_accept": (0.65, {"ais"}),
+    "kernel": (None, {"ais"}),
+    "hook": (None, {"ais"}),
+    "guide": (None, {"iwae", "ais", "ba", "giwae"}),
+    "critic": (None, _TRAINED - {"ba"}),
+    "train_steps": (2000, _TRAINED),
+    "optim": (None, _TRAINED),
+    "batch_size": (256, _TRAINED),
+    "joint": (None, set(BOUNDS) - {"mist"}),
+    "guide_steps": (1000, {"iwae", "ais", "ba"}),
+    "level": (0.9, {"mist"}),
+}
+
+
+def _check_options(bound: str, given: dict) -> None:
+    """Refuse keywords that ``bound`` would silently ignore (a ``ValueError`` naming them)."""
+    misapplied = []
+    for name, value in given.items():
+        default, users = _BOUND_OPTIONS[name]
+        if bound in users:
+            continue
+        same = value is default if default is None or not isinstance(value, (int, float, str)) \
+            else (type(value) is type(default) and value == default)
+        if not same:
+            misapplied.append((name, sorted(users)))
+    if misapplied:
+        parts = "; ".join(f"{n}= is used by bound={', '.join(map(repr, u))}" for n, u in misapplied)
+        raise ValueError(
+            f"bound={bound!r} does not use {', '.join(n + '=' for n, _ in misapplied)}: {parts}. "
+            "Remove the keyword, or choose a bound that uses it."
+        )
 
 
 def _known_marginal(model, observed, latent, *, bound, guide, critic, train_steps, optim,

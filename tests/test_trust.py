@@ -176,9 +176,12 @@ def test_mixture_prior_runs_in_every_other_bound(bound):
     truth = _mixture_truth()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = mutual_information(_mixture_model, "x", bound=bound, num_samples=256,
-                                 train_steps=60 if bound == "mine_ais" else 150, batch_size=64,
-                                 num_steps=20, seed=0, progress=False)
+        kw = {} if bound == "mist" else dict(
+            train_steps=60 if bound == "mine_ais" else 150, batch_size=64)
+        if bound == "mine_ais":
+            kw["num_steps"] = 20
+        est = mutual_information(_mixture_model, "x", bound=bound, num_samples=256, seed=0,
+                                 progress=False, **kw)
     vals = [v for v in (est.lower, est.upper, est.point) if v is not None]
     assert vals and all(math.isfinite(v) for v in vals)
     if bound != "mist":
@@ -430,3 +433,19 @@ def test_given_joint_drawn_with_the_same_seed_does_not_replay_its_latents():
     adapter, joint = _joint(_gauss, 64, seed=0)
     est = mutual_information(_gauss, "x", joint=joint, num_particles=1, seed=0)
     assert float((est.terms["upper"] - est.terms["lower"]).abs().min()) > 0
+
+
+@pytest.mark.parametrize(
+    "bound, kwargs, names",
+    [
+        ("iwae", dict(num_leapfrog=3), "num_leapfrog="),
+        ("iwae", dict(target_accept=0.8, critic=torch.nn.Linear(2, 1)), "target_accept=, critic="),
+        ("infonce", dict(guide=lambda x: None), "guide="),
+        ("mist", dict(train_steps=10), "train_steps="),
+        ("ba", dict(level=0.5), "level="),
+        ("giwae", dict(schedule="linear"), "schedule="),
+    ],
+)
+def test_keywords_a_bound_would_ignore_are_refused(bound, kwargs, names):
+    with pytest.raises(ValueError, match=f"bound={bound!r} does not use {names}"):
+        mutual_information(_gauss, "x", bound=bound, num_samples=8, **kwargs)
