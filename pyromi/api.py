@@ -371,7 +371,8 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
               model_kwargs=model_kwargs, device=device, dtype=dtype,
               seed=0 if seed is None else seed)
     k = num_particles
-    with seeded(seed):
+    run_seed = seed if (joint is None or seed is None) else derived_seed(seed, "estimate")
+    with seeded(run_seed):
         if bound == "ba":  # GIWAE with T = 0: train q(z|x) by maximising E log q(z*|x)
             k = 1
             kw.pop("critic")

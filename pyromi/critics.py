@@ -8,14 +8,15 @@ flattened and concatenated, constrained values); it returns scores of shape ``(K
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from .errors import PyromiError
 
-__all__ = ["ConcatCritic", "SeparableCritic", "default_critic", "check_critic_output"]
+__all__ = ["ConcatCritic", "SeparableCritic", "default_critic", "check_critic_output", "frozen"]
 
 
 def _mlp(inp: int, hidden: Sequence[int], out: int) -> nn.Sequential:
@@ -73,3 +74,19 @@ def check_critic_output(t: torch.Tensor, expected: tuple[int, ...], critic) -> t
             f"sample), shape {tuple(expected)} (e.g. squeeze the last dimension)."
         )
     return t
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Turn off ``requires_grad`` on every parameter of ``module`` for the ``with`` block, then
+    give each parameter back its own flag (also when the block raises): layers the user froze
+    stay frozen, trainable ones become trainable again."""
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield module
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)

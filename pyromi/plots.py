@@ -161,10 +161,15 @@ def plot_mist_intervals(
     xs = list(range(len(estimates)))
     med = [e.value for e in estimates]
     lo = [e.value - e.lower for e in estimates]
-    hi = [e.upper - e.value for e in estimates]
+    hi = [0.0 if e.upper is None else e.upper - e.value for e in estimates]
     level = estimates[0].level if estimates and estimates[0].level else None
     ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", color="C0", capsize=3,
                 label=f"MIST median, {100 * level:.0f}% interval" if level else "MIST")
+    # an interval open above (the sample lies beyond the weights' training range): an arrow up
+    open_ = [i for i, e in enumerate(estimates) if e.upper is None]
+    if open_:
+        ax.plot([xs[i] for i in open_], [med[i] for i in open_], marker="^", linestyle="none",
+                color="C3", markersize=10, label="interval unbounded above")
     if truths is not None:
         ax.plot(xs, truths, "k_", markersize=16, mew=2, label="truth")
     for j, (name, vals) in enumerate((others or {}).items()):

@@ -88,14 +88,18 @@ def test_prior_proposal_lower_bound_capped_at_log_k(toy):
 
 def test_large_k_is_chunked_in_bounded_memory(toy32):
     """K = 1e5 with max_batch = 2^14 pairs per pass: many passes, same guarantees."""
+    joint = _joint(toy32.model, 8, seed=11)
+    oracle = toy32.oracle(joint.observed["x"], joint.latent["z"])
     est = mutual_information(
-        toy32.model, "x", guide=toy32.posterior_guide(2.0), num_samples=8, num_particles=100_000,
+        toy32.model, "x", guide=toy32.posterior_guide(2.0), joint=joint, num_particles=100_000,
         max_batch=2**14, seed=11,
     )
     assert est.settings["particle_chunk"] * est.settings["sample_chunk"] <= 2**14
     assert est.diagnostics["model_passes"] == math.ceil(100_000 / est.settings["particle_chunk"])
     assert est.lower <= est.upper
     assert est.upper - est.lower < 0.01
+    # float32 model, 1e5 particles: the estimate sits on the batch oracle (measured 0.0004 nat away)
+    assert abs(est.value - float(oracle.mean())) < 0.01
 
 
 def test_sample_chunking_matches_bounds(toy):

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer.autoguide import AutoNormal
@@ -12,7 +13,7 @@ from scipy import integrate, stats
 from pyromi import AmortizedNormal, ModelAdapter, fit_proposal, mutual_information
 from pyromi._rng import seeded
 
-from .conftest import assert_lower_bound, assert_upper_bound
+from .conftest import assert_lower_bound, assert_upper_bound, paired_se
 
 
 def _joint(model, n, seed):
@@ -41,9 +42,27 @@ def test_hierarchical_prior_and_amortized_sandwich(hier):
     oracle = hier.oracle(joint.observed["x"], joint.latent["z"])
     assert abs(float(oracle.mean()) - hier.mutual_information()) < 4 * float(oracle.std()) / math.sqrt(300)
     est = mutual_information(hier.model, "x", joint=joint, num_particles=100, seed=3)
-    assert float(est.terms["lower"].max()) <= math.log(100) + 1e-9
     assert_lower_bound(est.terms["lower"], oracle)
     assert_upper_bound(est.terms["upper"], oracle)
+    # MI = 4.40 ~ log 100 = 4.61: neither the cap nor the truth pins the prior IWAE bounds, so compare
+    # with an independent implementation on the same x and independent prior draws (paired, 4 s.e.;
+    # measured: lower 3.724 vs 3.657 (s.e. of the difference 0.044), upper 6.02 vs 5.78 (0.20))
+    x, z_star = joint.observed["x"].double(), joint.latent["z"].double()
+    n, K = x.shape[0], 100
+    g = torch.Generator().manual_seed(123)
+
+    def log_lik_prior_draws(k):
+        mu = torch.randn(k, n, 1, generator=g, dtype=torch.float64)
+        z = mu + torch.randn(k, n, hier.P, generator=g, dtype=torch.float64)
+        return dist.Normal(z, hier.s).log_prob(x).sum(-1)
+
+    ll_star = dist.Normal(z_star, hier.s).log_prob(x).sum(-1)
+    ll_k = torch.cat([ll_star[None], log_lik_prior_draws(K - 1)])  # z* is one of the K
+    lower = ll_star - (torch.logsumexp(ll_k, 0) - math.log(K))
+    upper = ll_star - (torch.logsumexp(log_lik_prior_draws(K), 0) - math.log(K))
+    for side, ref in (("lower", lower), ("upper", upper)):
+        d = est.terms[side] - ref
+        assert abs(float(d.mean())) <= 4 * paired_se(d), (side, float(d.mean()), paired_se(d))
 
     q = AmortizedNormal(hier.model, observed="x", seed=0)
     fit_proposal(q, 500, optim=pyro.optim.Adam({"lr": 3e-3}), seed=0)
@@ -90,6 +109,7 @@ def test_gamma_exact_posterior_and_constrained_proposals(gamma_exp):
                               joint=joint, num_particles=20, seed=10)
     assert_lower_bound(wide.terms["lower"], oracle)
     assert_upper_bound(wide.terms["upper"], oracle)
+    assert wide.upper - wide.lower < 0.05  # measured 0.006 (BA of this q alone: 0.37 vs oracle 0.45)
 
     # AmortizedNormal works in log(lam) space via biject_to, with the Jacobian in log q
     q = AmortizedNormal(gamma_exp.model, observed="x", seed=0, hidden=(32,))

@@ -5,7 +5,9 @@ log p(x | z)). Trainers follow Pyro's SVI style: ``.step()`` takes one optimiser
 batch of joint pairs and returns the current training objective (nats); ``.run(n)`` repeats it;
 ``.evaluate(...)`` returns an :class:`~pyromi.MIEstimate` (lower bound only) computed on fresh pairs
 not used for training. A NaN/inf objective stops training with an error: a diverged run never
-reports a number.
+reports a number. ``.evaluate(seed=s, joint=batch)`` draws from a stream derived from ``s`` (as
+:func:`pyromi.mutual_information` does), so a batch drawn with the same seed is never replayed as
+negatives or chain starts.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import pyro
 import torch
 from torch import nn
 
-from .._rng import seeded
+from .._rng import derived_seed, seeded
+from .._state import entry_point
 from ..adapter import JointSamples, ModelAdapter
 from ..bounds.ais import ais_bound_terms
 from ..bounds.contrastive import giwae_terms, mine_dv, mine_f
-from ..critics import check_critic_output, default_critic
+from ..critics import check_critic_output, default_critic, frozen
 from ..errors import PyromiError
 from ..ops import standard_error
 from ..proposals.amortized import AmortizedNormal
@@ -32,9 +35,18 @@ from ..proposals.guide import GuideProposal
 from ..result import MIEstimate
 from ..samplers.ais import AnnealingPath
 from ..samplers.hmc import DensityTerms, hmc_step, tempered_state
+from .checks import check_finite_terms, loose_bound_advice
 from .ais import ais_on_path, default_pilot_steps, pareto_khat, sample_blocks
 
 __all__ = ["GIWAE", "MINE", "MINEAIS", "EnergyPath"]
+
+
+def _evaluation_seed(seed: int | None, joint: JointSamples | None) -> int | None:
+    """The seed for an evaluation's own draws. With a given ``joint`` batch, draws seeded with
+    ``seed`` itself would replay the stream that may have drawn that batch (negatives or chains equal
+    to each sample's own z*, collapsing the bound to 0), so a derived seed is used, the same one as
+    :func:`pyromi.mutual_information` uses with a given joint."""
+    return seed if (joint is None or seed is None) else derived_seed(seed, "estimate")
 
 
 class _CriticTrainer:
@@ -99,6 +111,7 @@ class _CriticTrainer:
         """The training objective on a batch (a differentiable scalar, nats)."""
         raise NotImplementedError
 
+    @entry_point
     def step(self) -> float:
         """One optimiser step on a fresh batch of joint pairs; returns the objective (nats)."""
         with torch.no_grad(), pyro.validation_enabled(False):
@@ -120,6 +133,7 @@ class _CriticTrainer:
         self.history.append(value)
         return value
 
+    @entry_point
     def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
         """Take ``num_steps`` steps; returns this run's objective history."""
         if num_steps < 0:
@@ -136,6 +150,8 @@ class _CriticTrainer:
         return self.history[start:]
 
     def _estimate(self, lower: torch.Tensor, joint: JointSamples, k, settings, diagnostics):
+        check_finite_terms(self.bound, {"lower": lower}, "")
+        loose_bound_advice(self.bound, float(lower.mean()), None, diagnostics)
         return MIEstimate.from_terms(
             self.bound, lower, None, num_particles=k,
             settings={"train_steps": len(self.history), **settings},
@@ -235,12 +251,14 @@ class GIWAE(_CriticTrainer):
     def objective(self, joint):
         return self.terms(joint, self.num_particles).mean()
 
+    @entry_point
     def evaluate(self, num_samples: int = 1000, num_particles: int | None = None, *,
                  seed: int | None = None, joint: JointSamples | None = None) -> MIEstimate:
         """The bound on ``num_samples`` fresh joint pairs (not used in training), or on ``joint``."""
         k = num_particles or self.num_particles
         t0 = time.perf_counter()
-        with seeded(seed, self.adapter.device), torch.no_grad(), pyro.validation_enabled(False):
+        with seeded(_evaluation_seed(seed, joint), self.adapter.device), torch.no_grad(), \
+                pyro.validation_enabled(False):
             if joint is None:
                 joint = self.adapter.sample_joint(num_samples)
             lower = self.terms(joint, k)
@@ -292,6 +310,7 @@ class MINE(_CriticTrainer):
         value = mine_dv(pos, neg).detach()
         return surrogate - surrogate.detach() + value
 
+    @entry_point
     def evaluate(self, num_samples: int = 1000, num_particles: int = 16, *,
                  seed: int | None = None, joint: JointSamples | None = None,
                  max_khat: float = 0.7) -> MIEstimate:
@@ -319,7 +338,8 @@ class MINE(_CriticTrainer):
         ``"reported"``).
         """
         t0 = time.perf_counter()
-        with seeded(seed, self.adapter.device), torch.no_grad(), pyro.validation_enabled(False):
+        with seeded(_evaluation_seed(seed, joint), self.adapter.device), torch.no_grad(), \
+                pyro.validation_enabled(False):
             if joint is None:
                 joint = self.adapter.sample_joint(num_samples)
             pos, neg = self.scores(joint, num_particles)
@@ -449,6 +469,7 @@ class MINEAIS(_CriticTrainer):
         neg = self.score(obs, self.negatives(joint))
         return pos.double().mean() - neg.double().mean()
 
+    @entry_point
     def evaluate(self, num_samples: int = 256, num_particles: int = 16, num_steps: int = 500, *,
                  schedule="adaptive", num_leapfrog: int = 10, seed: int | None = None,
                  joint: JointSamples | None = None, max_batch: int = 2**16,
@@ -464,14 +485,13 @@ class MINEAIS(_CriticTrainer):
         _check_args(num_particles, num_steps, num_leapfrog, schedule, 0.65)
         t0 = time.perf_counter()
         lower, acc, lw_f, lw_b = [], [], [], []
-        with seeded(seed, self.adapter.device), pyro.validation_enabled(False):
+        with seeded(_evaluation_seed(seed, joint), self.adapter.device), pyro.validation_enabled(False):
             if joint is None:
                 with torch.no_grad():
                     joint = self.adapter.sample_joint(num_samples)
             n_chunk, blocks = sample_blocks(joint, num_particles, max_batch)
-            for p in self.critic.parameters():
-                p.requires_grad_(False)
-            try:
+            # the critic is fixed during AIS; each parameter gets its own flag back afterwards
+            with frozen(self.critic):
                 for _, _, obs, z_star in blocks:
                     res, _ = ais_on_path(
                         EnergyPath(self, obs), z_star, num_steps, schedule,
@@ -486,9 +506,6 @@ class MINEAIS(_CriticTrainer):
                     acc.append(res.acceptance)
                     lw_f.append(res.log_weights)
                     lw_b.append(res.log_weight_backward)
-            finally:
-                for p in self.critic.parameters():
-                    p.requires_grad_(True)
         acceptance = torch.cat(acc, 1)
         return self._estimate(
             torch.cat(lower), joint, num_particles,
