@@ -48,38 +48,54 @@ class AnnealingPath:
         self.start = start if start is not None else PriorProposal()
         self.num_samples = next(iter(observed.values())).shape[0]
         self._prior = isinstance(self.start, PriorProposal)
-        self._nan_flags: dict[str, torch.Tensor] = {}
+        # NaN watch (device tensors, no host synchronisation in the annealing loop): per batch
+        # shape (pilot and final chains differ), a () flag and the last points that had a NaN
+        self._nan_watch: dict[torch.Size, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._base_floor: torch.Tensor | None = None
 
-    def _plausible(self, u: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """``(C, N)`` mask of the points where a NaN density is the model's: finite positions whose
-        start density ``base`` is within 1000 nats of the lowest seen at the first evaluation (the
-        start draws). A diverging leapfrog trajectory that overflows to |u| ~ 1e7, where float
-        arithmetic itself gives NaN (``(z + 1) - (z - 1) = 0``), is a rejected move, not a NaN of
-        the model; such points have start density e^-1000 below any start draw."""
-        if self._base_floor is None:
-            b = base.detach()
-            self._base_floor = torch.where(torch.isfinite(b), b, torch.zeros_like(b)).min() - 1000.0
-        return torch.isfinite(u).all(-1) & (base.detach() > self._base_floor)
+    def _watch_nan(self, u: torch.Tensor, terms: DensityTerms) -> None:
+        """Remember whether ``base + tilt`` was NaN at a plausible point, and where.
 
-    def _flag_nan(self, name: str, values: torch.Tensor, plausible: torch.Tensor) -> None:
-        """Remember, as a device tensor (no host synchronisation), whether ``values`` ``(C, N)``
-        held a NaN at a plausible point (see :meth:`_plausible`)."""
-        flag = (torch.isnan(values) & plausible).any()
-        prev = self._nan_flags.get(name)
-        self._nan_flags[name] = flag if prev is None else prev | flag
+        A NaN in any site's log density (or in a proposal's log q) makes the sum NaN. Plausible
+        points: finite positions, except those whose start density ``base`` is more than 1000 nats
+        below the lowest seen at the first evaluation (the start draws) -- a diverging leapfrog
+        trajectory that
+        overflows to |u| ~ 1e7, where float arithmetic itself gives NaN (``(z + 1) - (z - 1) = 0``),
+        is a rejected move, not a NaN of the model (HMC rejects every non-finite energy).
+        """
+        base = terms.base.detach()
+        if self._base_floor is None:
+            self._base_floor = torch.where(torch.isfinite(base), base, torch.zeros_like(base)).min() - 1000.0
+        hit = torch.isnan(base + terms.tilt.detach()) & ~(base < self._base_floor) \
+            & torch.isfinite(u.detach()).all(-1)
+        seen = hit.any()
+        prev = self._nan_watch.get(u.shape)
+        if prev is None:
+            self._nan_watch[u.shape] = (seen, u.detach(), hit)
+        else:
+            self._nan_watch[u.shape] = (prev[0] | seen, torch.where(seen, u.detach(), prev[1]),
+                                        torch.where(seen, hit, prev[2]))
 
     def check_nan(self) -> None:
-        """Raise :class:`DensityError` naming the site(s) whose log density was NaN at any point
-        the chains visited or proposed (HMC rejects such moves, but a NaN density means the model
-        is undefined there, so no bound computed on it can be trusted)."""
-        bad = [name for name, flag in self._nan_flags.items() if bool(flag)]
+        """Raise :class:`DensityError` naming the site(s) whose log density was NaN at a point the
+        chains visited or proposed (HMC rejects such moves, but a NaN density means the model is
+        undefined there, so no bound computed on it can be trusted)."""
+        bad: list[str] = []
+        for seen, u, at in self._nan_watch.values():
+            if not bool(seen):
+                continue
+            with torch.no_grad(), pyro.validation_enabled(False):
+                ev = self.adapter.log_density_unconstrained(u, self.observed)
+            bad += [f"site '{name}'" for name, lp in (ev.site_log_probs or {}).items()
+                    if bool((torch.isnan(lp) & at).any()) and f"site '{name}'" not in bad]
+            if not bad:
+                bad = ["the proposal's log q(z|x)" if not self._prior else "the model"]
         if bad:
             raise DensityError(
-                f"the log density of {' and '.join(bad)} was NaN at latent values "
-                "the annealing chains reached (the model is undefined on part of the latent "
-                "space, e.g. a location computed as NaN, sqrt or log of a negative number). "
-                "Make the site's parameters finite for every value the latents can take."
+                f"the log density of {' and '.join(bad)} was NaN at latent values the annealing "
+                "chains reached (the model is undefined on part of the latent space, e.g. a "
+                "location computed as NaN, sqrt or log of a negative number). Make the site's "
+                "parameters finite for every value the latents can take."
             )
 
     def density_terms(self, u: torch.Tensor) -> DensityTerms:
@@ -91,11 +107,7 @@ class AnnealingPath:
         else:
             log_q_u = self.start.log_prob_unconstrained(self.adapter, u, self.observed, ev)
             terms = DensityTerms(log_q_u, log_prior_u + ev.log_likelihood - log_q_u)
-        plausible = self._plausible(u, terms.base)
-        for name, lp in (ev.site_log_probs or {}).items():
-            self._flag_nan(f"site '{name}'", lp, plausible)
-        if not self._prior:
-            self._flag_nan("the proposal's log q(z|x)", terms.base, torch.isfinite(u).all(-1))
+        self._watch_nan(u, terms)
         return terms
 
     def sample_start(self, num_chains: int) -> torch.Tensor:
