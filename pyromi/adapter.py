@@ -34,6 +34,7 @@ from pyro import poutine
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import scale_and_mask, sum_rightmost
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_factor, site_is_subsample
 
 from . import transforms  # noqa: F401  (registers bijections for mixture supports)
@@ -488,20 +489,23 @@ class ModelAdapter:
             ) from e
 
     def _fails_on_its_own(self) -> bool:
-        """Run the model once more without pyromi's plates (RNG state kept): True if it raises."""
+        """Run the model once more without pyromi's plates (RNG state kept): True if it raises.
+
+        May be called inside pyromi's plates (from an error raised under them): ``poutine.block``
+        keeps the model's messages from reaching those outer plates, so the run is plain.
+        """
+        from ._state import unwind_handlers
+
+        depth = len(_PYRO_STACK)
         try:
-            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False), ExitStack():
-                from pyro.poutine.runtime import _PYRO_STACK
-
-                depth = len(_PYRO_STACK)
-                try:
-                    poutine.trace(self._generative()).get_trace(*self.model_args, **self.model_kwargs)
-                finally:
-                    from ._state import unwind_handlers
-
-                    unwind_handlers(depth)
+            with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+                poutine.block(poutine.trace(self._generative()).get_trace)(
+                    *self.model_args, **self.model_kwargs
+                )
         except Exception:
             return True
+        finally:
+            unwind_handlers(depth)
         return False
 
     def _generative(self) -> Callable:
@@ -522,6 +526,7 @@ class ModelAdapter:
         sample_sites: dict[str, dict] = {}
         deterministic: set[str] = set()
         constants: list[str] = []
+        masked: list[str] = []
         for name, site in tr.nodes.items():
             if site["type"] != "sample":
                 continue
@@ -554,6 +559,8 @@ class ModelAdapter:
                     f"site '{name}' has its log density scaled (poutine.scale or a subsampled "
                     "plate): MI bounds need the unscaled joint density. Remove the scaling."
                 )
+            if _is_masked(site):
+                masked.append(name)
             sample_sites[name] = site
         for name in list(sample_sites):
             for suffix in ("_observed", "_unobserved"):
@@ -564,6 +571,13 @@ class ModelAdapter:
                         "sites are not supported. Split the site into an observed and a latent "
                         "site, or drop obs_mask=."
                     )
+        if masked:
+            raise SiteError(
+                f"site '{masked[0]}' has its log density masked (poutine.mask or "
+                "Distribution.mask(...)): a masked site contributes 0 to the log density, so MI "
+                "bounds computed from it would be wrong. Remove the mask (to leave data out, drop "
+                "it from the model's data instead)."
+            )
         available = ", ".join(repr(n) for n in sample_sites) or "(none)"
         def require_sample_sites(kind: str, names: list[str]) -> None:
             for name in names:
@@ -613,11 +627,18 @@ class ModelAdapter:
             require_sample_sites("latent", latent)
             others = [n for n in sample_sites if n not in observed and n not in latent]
             if others and self.densities:
+                need = (
+                    "pyromi needs p(x|z) in closed form"
+                    if self.likelihood else
+                    "the known-marginal bounds compare the critic on pairs (x, z) against z drawn "
+                    "from p(z), and a hidden stochastic site between z and x would need p(z) of "
+                    "it too"
+                )
                 raise SiteError(
-                    f"site(s) {others} are neither observed nor latent. pyromi needs p(x|z) in "
-                    "closed form, so every stochastic site must be in observed= or latent=: add "
+                    f"site(s) {others} are neither observed nor latent. {need}, so every "
+                    "stochastic site must be in observed= or latent=: add "
                     f"them to latent= (giving I(x; {', '.join(latent + others)})) or marginalise "
-                    "them inside the model."
+                    "them inside the model (bound='mist' accepts such nuisance sites)."
                 )
         if self.densities:
             for name in latent + (observed if self.likelihood else []):
@@ -780,7 +801,10 @@ class ModelAdapter:
                         "plate: the model mixes values across leading batch dimensions. Write it so "
                         "that it broadcasts over leading dimensions (z[..., i], dim=-1)."
                     )
+            self._check_no_mixing(tr)
             return
+        if not self.likelihood:  # the pair check below scores the latents only
+            self._check_no_mixing(tr)
         # vectorisation: a batched evaluation must equal evaluating each sample on its own
         perm = torch.tensor([1, 2, 0], device=joint.log_prior.device)
         # particle 0 = each sample's own z*, particle 1 = another sample's z*
@@ -847,6 +871,42 @@ class ModelAdapter:
                     "site is drawn from p(z) before, and independently of, the observations. "
                     "Reorder the model or move that site to observed=."
                 )
+
+    def _check_no_mixing(self, tr: poutine.Trace) -> None:
+        """Vectorisation check for the paths that score no likelihood (known-marginal bounds,
+        MIST), without evaluating any density: each draw of the batched probe is run alone,
+        conditioned on its values of every sample site (nuisance sites included), and each site's
+        distribution parameters there must equal that draw's slice of the batched parameters. A
+        model that mixes samples (``z.mean()``, ``z.sum()``, ``z[0]``) gives each x a
+        distribution built from other samples' z and fails this."""
+        names = [n for n, site in tr.nodes.items()
+                 if site["type"] == "sample" and not site_is_subsample(site)
+                 and not site["infer"].get("_deterministic") and n not in self.constant_names
+                 and site["value"].dim() > 0 and site["value"].shape[0] == _PROBE_N]
+        for i in range(_PROBE_N):
+            data = {n: tr.nodes[n]["value"][i] for n in names}
+            tr_i = self._call_traced(poutine.condition(self.model, data=data), "on a single sample",
+                                     validate=False)
+            for n in names:
+                site = tr_i.nodes.get(n)
+                if site is None:
+                    continue
+                for key, batched, single in _param_pairs(tr.nodes[n]["fn"], site["fn"]):
+                    b = batched[i]
+                    try:
+                        b, a = torch.broadcast_tensors(b, single)
+                    except RuntimeError:
+                        continue
+                    if not bool(torch.isclose(a.double(), b.double(), rtol=1e-4, atol=1e-5,
+                                              equal_nan=True).all()):
+                        raise VectorizationError(
+                            f"site '{n}': the parameter '{key}' of its distribution differs "
+                            "between a sample evaluated on its own and the same sample inside "
+                            "pyromi's batch plate. The model mixes values across leading batch "
+                            "dimensions (e.g. z.mean(), z.sum(), z.reshape(-1), z[0] on a sampled "
+                            "value); write it so that it broadcasts over leading dimensions "
+                            "(z[..., i], dim=-1)."
+                        )
 
     def _check_batch_shape(self, name: str, batch_shape: torch.Size, outer: tuple[int, ...]) -> None:
         """Every batch dimension of a site must be explained by pyromi's outer plates ``outer``
@@ -993,7 +1053,9 @@ class ModelAdapter:
         try:
             with self._plates(*lead_shape):
                 ev(self.model)(*self.model_args, **self.model_kwargs)
-        except (MemoryError, RuntimeError) as e:
+        except PyromiError:
+            raise
+        except Exception as e:
             if isinstance(e, MemoryError) or _is_out_of_memory(e):
                 raise ResourceError(
                     f"out of memory in a model pass over {lead_shape[0]} x {lead_shape[1]} "
@@ -1001,7 +1063,10 @@ class ModelAdapter:
                     ". Lower max_memory= (or max_batch=, num_particles=) so that fewer pairs are "
                     "evaluated at once."
                 ) from e
-            raise
+            with self._translate_errors(
+                f"in a model pass over {lead_shape[0]} x {lead_shape[1]} (particle, sample) pairs"
+            ):
+                raise
         self._last_site_log_probs = ev.site_log_probs
         return ev
 
@@ -1199,3 +1264,39 @@ def _first_sentence(msg: str) -> str:
     head = msg.split(", but found")[0].split("\n")[0]
     head = head.split(" of distribution ")[0]
     return head.strip().rstrip(".:")
+
+
+def _is_masked(site: dict) -> bool:
+    """True if any element of the site's log density is masked out (``poutine.mask`` or a
+    ``MaskedDistribution`` anywhere in its distribution's wrappers)."""
+    def masks_out(mask) -> bool:
+        if mask is None or mask is True:
+            return False
+        if mask is False:
+            return True
+        return isinstance(mask, torch.Tensor) and not bool(mask.all())
+
+    if masks_out(site.get("mask")):
+        return True
+    fn, depth = site["fn"], 0
+    while fn is not None and depth < 8:
+        if isinstance(fn, dist.MaskedDistribution) and masks_out(fn._mask):
+            return True
+        fn, depth = getattr(fn, "base_dist", None), depth + 1
+    return False
+
+
+def _param_pairs(batched_fn, single_fn):
+    """``(name, batched, single)`` for the tensor parameters two distributions of the same site
+    share (walking ``base_dist`` wrappers): batched ones with the probe's leading sample dim."""
+    out = []
+    b, a, depth = batched_fn, single_fn, 0
+    while b is not None and a is not None and depth < 8 and type(b) is type(a):
+        vb, va = vars(b), vars(a)
+        for key, tb in vb.items():
+            ta = va.get(key)
+            if (isinstance(tb, torch.Tensor) and isinstance(ta, torch.Tensor) and tb.dim() > 0
+                    and tb.shape[0] == _PROBE_N and tb.is_floating_point()):
+                out.append((key, tb.detach(), ta.detach()))
+        b, a, depth = getattr(b, "base_dist", None), getattr(a, "base_dist", None), depth + 1
+    return out

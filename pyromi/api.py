@@ -91,11 +91,20 @@ def _resolve_proposal(
     adapter: ModelAdapter,
     joint: JointSamples,
     guide_steps: int,
+    given_joint: bool = True,
 ) -> Proposal:
     if guide is None:
         return PriorProposal()
     if isinstance(guide, Proposal):
         return guide.bind(adapter)
+    if isinstance(guide, AutoGuide) and not given_joint:
+        GuideProposal(guide)._check_sitewise(adapter, joint.num_samples)  # its own errors first
+        raise GuideError(
+            f"guide={type(guide).__name__}(...) is an autoguide instance: its parameters belong to "
+            "the N observations it was built and fitted on, so it must be evaluated on those: pass "
+            "joint= (the JointSamples behind adapter.conditioned_model(joint)). Or pass the class "
+            "(guide=AutoNormal) and pyromi builds and fits one on the evaluation batch."
+        )
     if isinstance(guide, type) and issubclass(guide, AutoGuide):
         if guide_steps < 1:
             raise GuideError("guide_steps must be >= 1 to fit an autoguide class")
@@ -211,13 +220,20 @@ def mutual_information(
     if not isinstance(bound, str) or bound not in BOUNDS:
         known = ", ".join(repr(b) for b in BOUNDS)
         raise ValueError(f"unknown bound={bound!r}; choose one of {known}")
+    _check_options(bound, dict(
+        num_steps=num_steps, schedule=schedule, start=start, num_leapfrog=num_leapfrog,
+        target_accept=target_accept, kernel=kernel, hook=hook, guide=guide, critic=critic,
+        train_steps=train_steps, optim=optim, batch_size=batch_size, joint=joint,
+        guide_steps=guide_steps, level=level, num_particles=num_particles, max_batch=max_batch,
+        max_memory=max_memory,
+    ))
     check_seed(seed)
     num_samples = check_int("num_samples", num_samples, 1)
     if num_particles is None:
         num_particles = DEFAULT_PARTICLES.get(bound, 1000)
     num_particles = check_int("num_particles", num_particles, 1)
     if max_batch is None:
-        max_batch = 2**16 if bound == "ais" else 2**18
+        max_batch = 2**16 if bound in ("ais", "mine_ais") else 2**18
     max_batch = check_int("max_batch", max_batch, 1)
     max_memory = check_int("max_memory", max_memory, 1, allow_none=True)
     if bound == "ais":
@@ -236,12 +252,6 @@ def mutual_information(
                 f"kernel= must be a pyro.infer.mcmc.HMC or NUTS object (its class, step size and "
                 f"number of leapfrog steps are used), got {type(kernel).__name__}"
             )
-    _check_options(bound, dict(
-        num_steps=num_steps, schedule=schedule, start=start, num_leapfrog=num_leapfrog,
-        target_accept=target_accept, kernel=kernel, hook=hook, guide=guide, critic=critic,
-        train_steps=train_steps, optim=optim, batch_size=batch_size, joint=joint,
-        guide_steps=guide_steps, level=level,
-    ))
     if bound == "mist":
         return _mist(model, observed, latent, num_samples=num_samples, level=level,
                      model_args=model_args, model_kwargs=model_kwargs, device=device, dtype=dtype,
@@ -253,6 +263,7 @@ def mutual_information(
             num_particles=num_particles, num_steps=num_steps, schedule=schedule,
             num_leapfrog=num_leapfrog, joint=joint, model_args=model_args,
             model_kwargs=model_kwargs, device=device, dtype=dtype, seed=seed, progress=progress,
+            max_batch=max_batch,
         )
     adapter = ModelAdapter(
         model,
@@ -269,6 +280,7 @@ def mutual_information(
     # batch drawn with the same seed would hand each sample its own z* as a "proposal" draw,
     # making the upper bound collapse onto the lower one): seed from a derived value instead
     run_seed = seed if (joint is None or seed is None) else derived_seed(seed, "estimate")
+    given_joint = joint is not None
     with seeded(run_seed, adapter.device), memory_guard(f"bound={bound!r}"):
         if joint is None:
             with torch.no_grad():
@@ -277,7 +289,7 @@ def mutual_information(
             _check_joint(joint, adapter)
         if bound == "ais":
             pi0 = start if start is not None else guide
-            proposal = None if pi0 is None else _resolve_proposal(pi0, adapter, joint, guide_steps)
+            proposal = None if pi0 is None else _resolve_proposal(pi0, adapter, joint, guide_steps, given_joint)
             if isinstance(proposal, PriorProposal):
                 proposal = None
             est = ais_mi(
@@ -295,7 +307,7 @@ def mutual_information(
                 kernel=kernel,
             )
         else:
-            proposal = _resolve_proposal(guide, adapter, joint, guide_steps)
+            proposal = _resolve_proposal(guide, adapter, joint, guide_steps, given_joint)
             if bound == "ba" and isinstance(proposal, PriorProposal):
                 warnings.warn(
                     "bound='ba' with the prior as proposal is identically 0; pass a trained "
@@ -337,6 +349,9 @@ _BOUND_OPTIONS = {
     "joint": (None, set(BOUNDS) - {"mist"}),
     "guide_steps": (1000, {"iwae", "ais", "ba"}),
     "level": (0.9, {"mist"}),
+    "num_particles": (None, set(BOUNDS) - {"mist"}),
+    "max_batch": (None, {"iwae", "ais", "mine_ais"}),
+    "max_memory": (None, {"iwae", "ais"}),
 }
 
 
@@ -361,7 +376,8 @@ def _check_options(bound: str, given: dict) -> None:
 
 def _known_marginal(model, observed, latent, *, bound, guide, critic, train_steps, optim,
                     batch_size, num_samples, num_particles, num_steps, schedule, num_leapfrog,
-                    joint, model_args, model_kwargs, device, dtype, seed, progress) -> MIEstimate:
+                    joint, model_args, model_kwargs, device, dtype, seed, progress,
+                    max_batch) -> MIEstimate:
     """Train the critic (and proposal) on fresh simulated pairs, evaluate on N fresh pairs."""
     from .estimators.known_marginal import GIWAE, MINE, MINEAIS
 
@@ -371,8 +387,10 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
               model_kwargs=model_kwargs, device=device, dtype=dtype,
               seed=0 if seed is None else seed)
     k = num_particles
-    run_seed = seed if (joint is None or seed is None) else derived_seed(seed, "estimate")
-    with seeded(run_seed):
+    # a given joint batch is evaluated with the derived stream (see mutual_information); training
+    # keeps the seed's own stream, and fresh evaluation pairs continue it after training
+    eval_seed = seed if joint is not None else None
+    with seeded(seed):
         if bound == "ba":  # GIWAE with T = 0: train q(z|x) by maximising E log q(z*|x)
             k = 1
             kw.pop("critic")
@@ -390,8 +408,9 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
         trainer.run(train_steps, progress=progress)
         if bound == "mine_ais":
             return trainer.evaluate(num_samples, k, num_steps, schedule=schedule,
-                                    num_leapfrog=num_leapfrog, joint=joint, progress=progress)
-        return trainer.evaluate(num_samples, k, joint=joint)
+                                    num_leapfrog=num_leapfrog, joint=joint, progress=progress,
+                                    max_batch=max_batch, seed=eval_seed)
+        return trainer.evaluate(num_samples, k, joint=joint, seed=eval_seed)
 
 
 def _mist(model, observed, latent, *, num_samples, level, model_args, model_kwargs, device,

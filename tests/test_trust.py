@@ -19,6 +19,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 
 from pyromi import (
     DensityError,
+    GuideError,
     ModelAdapter,
     ModelError,
     ResourceError,
@@ -449,3 +450,105 @@ def test_given_joint_drawn_with_the_same_seed_does_not_replay_its_latents():
 def test_keywords_a_bound_would_ignore_are_refused(bound, kwargs, names):
     with pytest.raises(ValueError, match=f"bound={bound!r} does not use {names}"):
         mutual_information(_gauss, "x", bound=bound, num_samples=8, **kwargs)
+
+
+# ---------------------------------------------------------------- found by a new-user review
+def _sharp():
+    z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    pyro.sample("x", dist.Normal(z, 0.2))
+
+
+def test_guide_with_a_site_outside_the_model_is_refused():
+    def guide(x):
+        pyro.sample("z", dist.Normal(x / 1.04, math.sqrt(0.04 / 1.04)))
+        pyro.sample("aux", dist.Normal(0.0, 1.0))  # not a latent of the model
+
+    with pytest.raises(GuideError, match=r"\['aux'\] that are not latent sites"):
+        mutual_information(_sharp, "x", guide=guide, num_samples=16, num_particles=10, seed=0)
+
+
+@pytest.mark.parametrize("where", ["x", "z", "poutine"])
+def test_masked_sites_are_refused(where):
+    def model():
+        prior = dist.Normal(0.0, 1.0)
+        z = pyro.sample("z", prior.mask(False) if where == "z" else prior)
+        lik = dist.Normal(z, 0.5)
+        if where == "poutine":
+            with pyro.poutine.mask(mask=False):
+                pyro.sample("x", lik)
+        else:
+            pyro.sample("x", lik.mask(False) if where == "x" else lik)
+
+    with pytest.raises(SiteError, match="log density masked"):
+        mutual_information(model, "x", num_samples=8, seed=0)
+
+
+@pytest.mark.parametrize("bound", ["mist", "infonce", "ba", "mine_dv"])
+def test_sample_mixing_is_caught_without_densities(bound):
+    def mixing():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z.mean() + 0 * z, 0.5))
+
+    kw = {} if bound == "mist" else dict(train_steps=5)
+    with pytest.raises(VectorizationError, match="parameter 'loc'.*mixes values"):
+        mutual_information(mixing, "x", bound=bound, num_samples=64, seed=0, **kw)
+
+
+def test_ais_overflow_of_a_constrained_latent_is_a_rejected_move_not_a_nan_error():
+    """A log-normal latent: leapfrog steps that fly off to u ~ 1e3 give exp(u) = inf and a NaN
+    density by float overflow; the sandwich must still come back and hold the oracle."""
+
+    def model():
+        z = pyro.sample("z", dist.LogNormal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z.log(), 0.2))
+
+    adapter, joint = _joint(model, 64)
+    log_px = dist.Normal(0.0, math.sqrt(1.04)).log_prob(joint.observed["x"]).double()
+    oracle = joint.log_likelihood.double() - log_px
+    for T in (10, 100):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est = mutual_information(model, "x", bound="ais", joint=joint, num_particles=4,
+                                     num_steps=T, seed=0, progress=False)
+        assert_lower_bound(est.terms["lower"], oracle)
+        assert_upper_bound(est.terms["upper"], oracle)
+
+
+def test_pure_vectorisation_failure_is_not_blamed_on_the_model():
+    def model():
+        W = pyro.sample("W", dist.Normal(torch.zeros(2, 3), 1.0).to_event(2))
+        pyro.sample("x", dist.Normal(W.t() @ torch.ones(2), 0.5).to_event(1))
+
+    model()  # runs on its own
+    with pytest.raises(VectorizationError, match="not vectorisable"):
+        mutual_information(model, "x", num_samples=8, num_particles=4, seed=0)
+    assert _PYRO_STACK == []
+
+
+def test_failure_in_a_large_model_pass_is_translated():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        if z.numel() > 2000:
+            raise RuntimeError("fails on a big batch")
+        pyro.sample("x", dist.Normal(z, 0.5))
+
+    with pytest.raises(VectorizationError, match=r"model pass over 200 x 16 .*fails on a big batch"):
+        mutual_information(model, "x", num_samples=16, num_particles=200, seed=0)
+    assert _PYRO_STACK == []
+
+
+def test_autoguide_instance_needs_the_batch_it_was_fitted_on():
+    from pyro.infer.autoguide import AutoNormal
+
+    adapter, joint = _joint(_sharp, 16)
+    guide = AutoNormal(adapter.conditioned_model(joint))
+    guide()
+    with pytest.raises(GuideError, match="pass joint="):
+        mutual_information(_sharp, "x", guide=guide, num_samples=16, num_particles=10, seed=0)
+    est = mutual_information(_sharp, "x", guide=guide, joint=joint, num_particles=10, seed=0)
+    assert math.isfinite(est.upper)
+
+
+def test_mist_refuses_sizes_it_does_not_use():
+    with pytest.raises(ValueError, match="does not use num_particles="):
+        mutual_information(_sharp, "x", bound="mist", num_particles=999, num_samples=100)

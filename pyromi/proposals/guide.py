@@ -136,6 +136,19 @@ class GuideProposal(Proposal):
 
     def _log_q(self, tr: poutine.Trace, adapter: ModelAdapter, k: int, n: int) -> torch.Tensor:
         log_q = torch.zeros((k, n), dtype=torch.float64, device=adapter.device)
+        if not self.sitewise:
+            latent = set(adapter.latent_names)
+            extra = [name for name, site in tr.nodes.items()
+                     if site["type"] == "sample" and not site_is_subsample(site)
+                     and name not in latent and not site["is_observed"]]
+            if extra:
+                raise GuideError(
+                    f"the guide samples site(s) {extra} that are not latent sites of the model "
+                    f"({adapter.latent_names}). q(z | x) must be a density of the latents alone: "
+                    "an extra sample site would add its own log density to log q and bias both "
+                    "bounds. Remove it from the guide (compute auxiliary values without "
+                    "pyro.sample), or add it to the model's latent sites."
+                )
         for name, site in tr.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue

@@ -51,23 +51,29 @@ class AnnealingPath:
         # NaN watch (device tensors, no host synchronisation in the annealing loop): per batch
         # shape (pilot and final chains differ), a () flag and the last points that had a NaN
         self._nan_watch: dict[torch.Size, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._base_floor: torch.Tensor | None = None
+        self._box: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _watch_nan(self, u: torch.Tensor, terms: DensityTerms) -> None:
         """Remember whether ``base + tilt`` was NaN at a plausible point, and where.
 
         A NaN in any site's log density (or in a proposal's log q) makes the sum NaN. Plausible
-        points: finite positions, except those whose start density ``base`` is more than 1000 nats
-        below the lowest seen at the first evaluation (the start draws) -- a diverging leapfrog
-        trajectory that
-        overflows to |u| ~ 1e7, where float arithmetic itself gives NaN (``(z + 1) - (z - 1) = 0``),
-        is a rejected move, not a NaN of the model (HMC rejects every non-finite energy).
+        points lie in the box spanned by the first batch evaluated (the start draws), widened by
+        ten times its width on each side, coordinate by coordinate. A diverging leapfrog
+        trajectory that flies off to |u| ~ 1e3..1e7, where float arithmetic itself gives NaN
+        (``exp(u) = inf`` for a log-normal latent, ``(z + 1) - (z - 1) = 0``), is a rejected move,
+        not a NaN of the model (HMC rejects every non-finite energy); non-finite positions are
+        never plausible.
         """
-        base = terms.base.detach()
-        if self._base_floor is None:
-            self._base_floor = torch.where(torch.isfinite(base), base, torch.zeros_like(base)).min() - 1000.0
-        hit = torch.isnan(base + terms.tilt.detach()) & ~(base < self._base_floor) \
-            & torch.isfinite(u.detach()).all(-1)
+        ud = u.detach()
+        if self._box is None:
+            flat = ud.reshape(-1, ud.shape[-1])
+            ok = torch.isfinite(flat).all(-1)
+            flat = flat[ok] if bool(ok.any()) else torch.zeros_like(flat[:1])
+            lo, hi = flat.min(0).values, flat.max(0).values
+            pad = 10.0 * (hi - lo) + 1.0
+            self._box = (lo - pad, hi + pad)
+        inside = ((ud >= self._box[0]) & (ud <= self._box[1])).all(-1)
+        hit = torch.isnan(terms.base.detach() + terms.tilt.detach()) & inside
         seen = hit.any()
         prev = self._nan_watch.get(u.shape)
         if prev is None:
