@@ -242,6 +242,8 @@ def mutual_information(
         raise ValueError(f"level= must be a number in (0, 1), got {level!r}")
     if progress is None:
         progress = bound == "ais"
+    if hook is not None and not callable(hook):
+        raise TypeError(f"hook= must be a callable hook(t, info) or None, got {type(hook).__name__}")
     if kernel is not None:
         from pyro.infer.mcmc import HMC
 
@@ -383,9 +385,11 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
 
     if not isinstance(train_steps, int) or isinstance(train_steps, bool) or train_steps < 0:
         raise ValueError(f"train_steps must be an int >= 0, got {train_steps!r}")
+    # the trainer's own stream: the seed's (None: one draw of the global RNG); with a given joint
+    # batch a derived one, so that no training batch replays a batch drawn with the same seed
+    train_seed = seed if (joint is None or seed is None) else derived_seed(seed, "train")
     kw = dict(critic=critic, optim=optim, batch_size=batch_size, model_args=model_args,
-              model_kwargs=model_kwargs, device=device, dtype=dtype,
-              seed=0 if seed is None else seed)
+              model_kwargs=model_kwargs, device=device, dtype=dtype, seed=train_seed)
     k = num_particles
     # a given joint batch is evaluated with the derived stream (see mutual_information); training
     # keeps the seed's own stream, and fresh evaluation pairs continue it after training

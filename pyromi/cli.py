@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-UNITS = (
+UNITS = "All values are in nats (natural-log units; 1 nat = 1/ln 2 = 1.4427 bits)."
+#: the estimate command has --bits; the demo and the top-level help do not say it converts
+ESTIMATE_UNITS = (
     "All values are in nats (natural-log units; 1 nat = 1/ln 2 = 1.4427 bits; --bits converts)."
 )
 
@@ -46,10 +48,12 @@ Methods:
         are duplicated records rather than a discrete distribution.
   cca   Gaussian MI from canonical correlations: exact for jointly Gaussian data only.
 
-{UNITS} None of these methods gives a bound: for bounds from a model's densities use the Python API
+{ESTIMATE_UNITS} None of these methods gives a bound: for bounds from a model's densities use the Python API
 (pyromi.mutual_information with bound='ais', 'iwae', 'giwae', ...).
 """
 
+#: the command line's seed range, [0, 2**32): a choice of the CLI (numpy and torch take larger
+#: seeds; the Python API takes any int in [0, 2**63))
 MAX_SEED = 2**32 - 1
 
 
@@ -473,7 +477,8 @@ def run_demo_command(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pyromi",
-        description="Mutual-information bounds and estimates for Pyro models and data. " + UNITS,
+        description="Mutual-information bounds and estimates for Pyro models and data. " + UNITS
+        + " `pyromi estimate --bits` prints bits.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
@@ -490,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="steps to fit q(z|x) (default 1500; 0 leaves it untrained)")
     demo.add_argument("--num-steps", "-T", type=_int_at_least(1), default=300,
                       help="annealing transitions T for the AIS row (default 300)")
-    demo.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 2), default=0)
+    demo.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 2), default=0,
+                      help=f"seed in [0, {MAX_SEED - 2}] (default 0; the CLI's range, not a numpy "
+                      "limit: the Python API takes seeds up to 2**63 - 1)")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
 
     est = sub.add_parser(
@@ -516,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="drop repeated rows (of the selected columns) first: for duplicated records, "
                      "not for discrete variables")
     est.add_argument("--seed", type=_int_at_least(0, MAX_SEED), default=None,
-                     help="seed >= 0 (MIST's block split, KSG's tie-breaking)")
+                     help=f"seed in [0, {MAX_SEED}] (MIST's block split, KSG's tie-breaking); "
+                     "the CLI's range, not a numpy limit: the Python API takes seeds up to 2**63 - 1")
     est.add_argument("--bits", action="store_true", help="print bits instead of nats")
     est.add_argument("--domain", action="store_true", help="print the shipped MIST model's input domain and exit")
     return parser

@@ -8,11 +8,23 @@ not used for training. A NaN/inf objective stops training with an error: a diver
 reports a number. ``.evaluate(seed=s, joint=batch)`` draws from a stream derived from ``s`` (as
 :func:`pyromi.mutual_information` does), so a batch drawn with the same seed is never replayed as
 negatives or chain starts.
+
+Randomness. Each trainer owns a private random stream (:class:`pyromi._rng.RNGStream`) seeded by
+its ``seed=``: it starts where ``seeded(seed)`` would (the same draws). ``.step()``, ``.run()``
+and ``.evaluate()`` without a seed draw from that stream only: training and evaluation are a function of the seed and of the calls made,
+whatever the caller did with torch's global RNG, which the trainer never reads or changes (an
+unseeded ``.evaluate()`` after training therefore draws pairs no training step used).
+``.run(n, seed=s)`` first restarts the stream from ``s`` (the draws of a new trainer built with
+``seed=s``); ``seed=None`` continues it. A trainer built with ``seed=None`` seeds its stream with
+one draw from the global RNG at construction. ``.evaluate(seed=s)`` draws from a stream of its
+own; ``s`` equal to the training seed would start the evaluation pairs where the first training
+batch started (the same z's when N equals the batch size), so use another seed, or none.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,7 +33,7 @@ import pyro
 import torch
 from torch import nn
 
-from .._rng import derived_seed, seeded
+from .._rng import RNGStream, check_seed, derived_seed, seeded
 from .._state import entry_point
 from ..adapter import JointSamples, ModelAdapter
 from ..bounds.ais import ais_bound_terms
@@ -29,7 +41,7 @@ from ..bounds.contrastive import giwae_terms, mine_dv, mine_f
 from ..critics import check_critic_output, default_critic, frozen
 from ..errors import PyromiError
 from ..ops import standard_error
-from ..proposals.amortized import AmortizedNormal
+from ..proposals.amortized import AmortizedNormal, check_num_steps, check_optim
 from ..proposals.base import Proposal
 from ..proposals.guide import GuideProposal
 from ..result import MIEstimate
@@ -69,6 +81,16 @@ class _CriticTrainer:
         dtype: torch.dtype | None = None,
         seed: int | None = 0,
     ) -> None:
+        seed = check_seed(seed)
+        check_optim(optim)
+        if critic is not None and not isinstance(critic, nn.Module):
+            raise TypeError(
+                f"critic= must be a torch.nn.Module called as critic(x (N, Dx), z (K, N, Dz)) -> (K, N) "
+                f"(e.g. pyromi.critics.ConcatCritic(x_dim, z_dim)) or None for the default, got "
+                f"{type(critic).__name__}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 2:
+            raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
         self.adapter = ModelAdapter(
             model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
             device=device, dtype=dtype, seed=seed, likelihood=False,
@@ -78,13 +100,13 @@ class _CriticTrainer:
         self.z_dim = sum(math.prod(a.sites[n].local_shape) for n in a.latent_names)
         with seeded(seed, a.device):
             critic = critic if critic is not None else default_critic(self.x_dim, self.z_dim)
-        if not isinstance(critic, nn.Module):
-            raise PyromiError(f"critic must be a torch.nn.Module, got {type(critic).__name__}")
-        self.critic = critic.to(device=a.device, dtype=a.dtype) if critic is not None else critic
+        self.critic = critic.to(device=a.device, dtype=a.dtype)
+        self._critic_checked = False
         self.optim = optim if optim is not None else pyro.optim.Adam({"lr": 1e-3})
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {batch_size}")
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        # all of the trainer's unseeded draws: a private stream that starts where seeded(seed) would
+        self._rng = RNGStream(seed, a.device)
         self.history: list[float] = []
 
     # ------------------------------------------------------------------ helpers
@@ -102,10 +124,34 @@ class _CriticTrainer:
     def score(self, observed: dict[str, torch.Tensor], latent: dict[str, torch.Tensor]) -> torch.Tensor:
         """Critic values ``T(x_i, z_ki)``, shape ``(K, N)``; latents ``(K, N) + site shape``."""
         z = self._flat_z(latent)
-        return check_critic_output(self.critic(self._flat_x(observed), z), z.shape[:2], self.critic)
+        x = self._flat_x(observed)
+        if self._critic_checked:
+            return check_critic_output(self.critic(x, z), z.shape[:2], self.critic)
+        try:  # the first call: a critic that cannot be called as critic(x, z) is named as such
+            t = self.critic(x, z)
+        except TypeError as e:
+            raise TypeError(
+                f"critic= {type(self.critic).__name__} cannot be called as a critic: {e}. A critic is an "
+                f"nn.Module called as critic(x (N, Dx), z (K, N, Dz)) -> (K, N), one score per "
+                f"(particle, sample), with x and z the flattened observed and latent sites (here "
+                f"Dx = {self.x_dim}, Dz = {self.z_dim}); e.g. pyromi.critics.ConcatCritic({self.x_dim}, "
+                f"{self.z_dim}), or a module whose forward(self, x, z) takes both."
+            ) from e
+        t = check_critic_output(t, z.shape[:2], self.critic)
+        self._critic_checked = True
+        return t
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for p in self.critic.parameters() if p.requires_grad]
+
+    def _evaluation_rng(self, seed: int | None, joint: JointSamples | None):
+        """Where an evaluation draws from: ``seed=None`` continues the trainer's own stream (pairs
+        after every training batch: never one used in training); ``seed=s`` a stream of its own
+        (:func:`_evaluation_seed`). Neither reads or changes torch's global RNG."""
+        seed = check_seed(seed)
+        if seed is None:
+            return self._rng.active()
+        return seeded(_evaluation_seed(seed, joint), self.adapter.device)
 
     def objective(self, joint: JointSamples) -> torch.Tensor:
         """The training objective on a batch (a differentiable scalar, nats)."""
@@ -113,7 +159,14 @@ class _CriticTrainer:
 
     @entry_point
     def step(self) -> float:
-        """One optimiser step on a fresh batch of joint pairs; returns the objective (nats)."""
+        """One optimiser step on a fresh batch of joint pairs; returns the objective (nats).
+
+        The batch (and any negatives or chains) is drawn from the trainer's own random stream,
+        not from torch's global RNG, which is left as it was."""
+        with self._rng.active():
+            return self._step()
+
+    def _step(self) -> float:
         with torch.no_grad(), pyro.validation_enabled(False):
             joint = self.adapter.sample_joint(self.batch_size)
         with pyro.validation_enabled(False):
@@ -135,18 +188,24 @@ class _CriticTrainer:
 
     @entry_point
     def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
-        """Take ``num_steps`` steps; returns this run's objective history."""
-        if num_steps < 0:
-            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        """Take ``num_steps`` steps; returns this run's objective history.
+
+        ``seed=s`` first restarts the trainer's random stream from ``s`` (the draws a new trainer
+        built with ``seed=s`` would make); ``seed=None`` continues the trainer's stream. Either way
+        torch's global RNG is neither read nor changed."""
+        num_steps = check_num_steps(num_steps)
+        seed = check_seed(seed)
         start = len(self.history)
-        with seeded(seed, self.adapter.device):
+        if seed is not None:
+            self._rng.reset(seed)
+        with self._rng.active():
             steps = range(num_steps)
             if progress:
                 from tqdm.auto import tqdm
 
                 steps = tqdm(steps, desc=f"train {self.bound}")
             for _ in steps:
-                self.step()
+                self._step()
         return self.history[start:]
 
     def _estimate(self, lower: torch.Tensor, joint: JointSamples, k, settings, diagnostics):
@@ -257,7 +316,7 @@ class GIWAE(_CriticTrainer):
         """The bound on ``num_samples`` fresh joint pairs (not used in training), or on ``joint``."""
         k = num_particles or self.num_particles
         t0 = time.perf_counter()
-        with seeded(_evaluation_seed(seed, joint), self.adapter.device), torch.no_grad(), \
+        with self._evaluation_rng(seed, joint), torch.no_grad(), \
                 pyro.validation_enabled(False):
             if joint is None:
                 joint = self.adapter.sample_joint(num_samples)
@@ -338,7 +397,7 @@ class MINE(_CriticTrainer):
         ``"reported"``).
         """
         t0 = time.perf_counter()
-        with seeded(_evaluation_seed(seed, joint), self.adapter.device), torch.no_grad(), \
+        with self._evaluation_rng(seed, joint), torch.no_grad(), \
                 pyro.validation_enabled(False):
             if joint is None:
                 joint = self.adapter.sample_joint(num_samples)
@@ -485,7 +544,7 @@ class MINEAIS(_CriticTrainer):
         _check_args(num_particles, num_steps, num_leapfrog, schedule, 0.65)
         t0 = time.perf_counter()
         lower, acc, lw_f, lw_b = [], [], [], []
-        with seeded(_evaluation_seed(seed, joint), self.adapter.device), pyro.validation_enabled(False):
+        with self._evaluation_rng(seed, joint), pyro.validation_enabled(False):
             if joint is None:
                 with torch.no_grad():
                     joint = self.adapter.sample_joint(num_samples)

@@ -268,6 +268,15 @@ def _resolve(model) -> Pretrained:
     raise PyromiError(f"model= must be a weights name, a Pretrained (mist.load_pretrained) or None, got {type(model).__name__}")
 
 
+def _check_n(n: int, pre: Pretrained) -> None:
+    n_min = pre.config.n_min
+    if n < n_min:
+        raise PyromiError(
+            f"x and y have n={n} rows; MIST was trained for n >= {n_min}: pass at least "
+            f"{n_min} samples"
+        )
+
+
 def _check_domain(x: np.ndarray, y: np.ndarray, pre: Pretrained) -> None:
     cfg = pre.config
     for name, a in (("x", x), ("y", y)):
@@ -278,11 +287,7 @@ def _check_domain(x: np.ndarray, y: np.ndarray, pre: Pretrained) -> None:
                 f"columns per side; reduce {name} to at most {cfg.d_max} columns (e.g. drop or "
                 f"PCA-project variables) or use pyromi.baselines.ksg_mi / a critic-based bound"
             )
-    if x.shape[0] < cfg.n_min:
-        raise PyromiError(
-            f"x and y have n={x.shape[0]} rows; MIST was trained for n >= {cfg.n_min}: pass at least "
-            f"{cfg.n_min} samples"
-        )
+    _check_n(x.shape[0], pre)
     for name, a in (("x", x), ("y", y)):
         uniq = min(len(np.unique(a[:, j])) for j in range(a.shape[1]))
         if uniq < 0.5 * a.shape[0]:
@@ -394,6 +399,10 @@ def _validated(x, y, pre: Pretrained) -> tuple[np.ndarray, np.ndarray]:
     weights' domain."""
     from ..baselines import check_xy
 
+    # shapes and NaN/inf first, then MIST's own minimum n (not the generic n >= 2 of check_xy:
+    # n = 0 or 1 must say what MIST needs), then constant columns
+    x, y = check_xy(x, y, min_n=0, check_constant=False)
+    _check_n(x.shape[0], pre)
     x, y = check_xy(x, y, min_n=2)
     _check_domain(x, y, pre)
     return x, y

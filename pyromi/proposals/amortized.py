@@ -10,13 +10,14 @@ which maximises ``E_{p(x, z)} log q(z | x)`` on freshly simulated pairs — the 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import pyro
 import torch
 from torch import nn
 
-from .._rng import seeded
+from .._rng import RNGStream, check_seed, seeded
 from .._state import entry_point
 from ..adapter import ModelAdapter
 from ..errors import GuideError
@@ -25,6 +26,33 @@ from .base import Proposal, ProposalDraw
 __all__ = ["AmortizedNormal", "ProposalTrainer", "fit_proposal"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def check_optim(optim) -> None:
+    """A ``TypeError`` naming ``optim=`` unless it is None or a Pyro optimiser (``PyroOptim``)."""
+    if optim is None or isinstance(optim, pyro.optim.PyroOptim):
+        return
+    if isinstance(optim, (str, int, float)):
+        got = f"{optim!r} ({type(optim).__name__})"
+    elif isinstance(optim, type):
+        got = f"the class {optim.__module__}.{optim.__qualname__}"
+    else:
+        got = f"a {type(optim).__module__}.{type(optim).__qualname__}"
+    torch_optim = isinstance(optim, torch.optim.Optimizer) or (
+        isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer))
+    if torch_optim:
+        got += " (a torch optimiser: pyro.optim wraps it, e.g. pyro.optim.Adam for torch.optim.Adam)"
+    raise TypeError(
+        f"optim= must be a Pyro optimiser (a pyro.optim.PyroOptim) or None for the default, got "
+        f"{got}; e.g. optim=pyro.optim.Adam({{\"lr\": 1e-3}})."
+    )
+
+
+def check_num_steps(num_steps) -> int:
+    """``num_steps`` of ``.run()`` as an int >= 0, or a ``ValueError`` naming it."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 0:
+        raise ValueError(f"num_steps must be an int >= 0, got {num_steps!r}")
+    return int(num_steps)
 
 
 class AmortizedNormal(Proposal, nn.Module):
@@ -188,6 +216,14 @@ class ProposalTrainer:
         proposal: the AmortizedNormal to train (updated in place).
         optim: a Pyro optimiser (``pyro.optim.Adam({"lr": 1e-3})`` by default).
         batch_size: joint pairs per step.
+        seed: seeds the trainer's own random stream (see below); None seeds it with one draw from
+            torch's global RNG at construction.
+
+    Randomness: every :meth:`step` / :meth:`run` draws from the trainer's private stream, which
+    starts where ``seeded(seed)`` would, never from torch's global RNG, which is left untouched:
+    training is a function of the seed and the steps taken. ``run(n, seed=s)`` restarts the stream
+    from ``s`` first. (Evaluate on pairs drawn with another seed: a batch drawn with
+    ``seeded(seed)`` is the first training batch when the sizes match.)
     """
 
     def __init__(
@@ -195,14 +231,23 @@ class ProposalTrainer:
         proposal: AmortizedNormal,
         optim: pyro.optim.PyroOptim | None = None,
         batch_size: int = 256,
+        *,
+        seed: int | None = 0,
     ) -> None:
         if not isinstance(proposal, AmortizedNormal):
-            raise TypeError("ProposalTrainer trains an AmortizedNormal proposal")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise TypeError(
+                f"ProposalTrainer trains an AmortizedNormal proposal, got {type(proposal).__name__}; "
+                "build one with pyromi.AmortizedNormal(model, observed=...)"
+            )
+        check_optim(optim)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        seed = check_seed(seed)
         self.proposal = proposal
         self.optim = optim if optim is not None else pyro.optim.Adam({"lr": 1e-3})
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self._rng = RNGStream(seed, proposal.adapter.device)
         self.history: list[float] = []
 
     def loss(self, observed, latent) -> torch.Tensor:
@@ -215,7 +260,13 @@ class ProposalTrainer:
 
     @entry_point
     def step(self) -> float:
-        """One optimiser step on a fresh batch; returns the loss ``-mean log q(z*|x)`` (nats)."""
+        """One optimiser step on a fresh batch; returns the loss ``-mean log q(z*|x)`` (nats).
+
+        The batch is drawn from the trainer's own random stream; torch's global RNG is untouched."""
+        with self._rng.active():
+            return self._step()
+
+    def _step(self) -> float:
         adapter = self.proposal.adapter
         with torch.no_grad(), pyro.validation_enabled(False):
             joint = adapter.sample_joint(self.batch_size)
@@ -236,18 +287,23 @@ class ProposalTrainer:
 
     @entry_point
     def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
-        """Take ``num_steps`` steps; returns the loss history of this run."""
-        if num_steps < 0:
-            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        """Take ``num_steps`` steps; returns the loss history of this run.
+
+        ``seed=s`` first restarts the trainer's stream from ``s`` (the draws of a new trainer built
+        with ``seed=s``); ``seed=None`` continues it. The global RNG is neither read nor changed."""
+        num_steps = check_num_steps(num_steps)
+        seed = check_seed(seed)
         start = len(self.history)
-        with seeded(seed, self.proposal.adapter.device):
+        if seed is not None:
+            self._rng.reset(seed)
+        with self._rng.active():
             steps = range(num_steps)
             if progress:
                 from tqdm.auto import tqdm
 
                 steps = tqdm(steps, desc="fit q(z|x)")
             for _ in steps:
-                self.step()
+                self._step()
         return self.history[start:]
 
 
@@ -261,8 +317,11 @@ def fit_proposal(
     seed: int | None = None,
     progress: bool = False,
 ) -> AmortizedNormal:
-    """Train ``proposal`` for ``num_steps`` steps of :class:`ProposalTrainer`; returns it."""
-    ProposalTrainer(proposal, optim=optim, batch_size=batch_size).run(
-        num_steps, seed=seed, progress=progress
+    """Train ``proposal`` for ``num_steps`` steps of :class:`ProposalTrainer`; returns it.
+
+    ``seed=s`` makes the fit a function of ``s`` (a private stream; the global RNG is untouched);
+    ``seed=None`` seeds that stream with one draw from torch's global RNG."""
+    ProposalTrainer(proposal, optim=optim, batch_size=batch_size, seed=seed).run(
+        num_steps, progress=progress
     )
     return proposal

@@ -34,11 +34,19 @@ def anneal_schedule(
         raise ValueError(f"num_steps (T, the number of transitions) must be an int >= 1, got {num_steps!r}")
     T = num_steps
     if not isinstance(schedule, str):
-        betas = torch.as_tensor(schedule, dtype=torch.float64).flatten().cpu()
+        try:
+            betas = torch.as_tensor(schedule, dtype=torch.float64).flatten().cpu()
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            raise TypeError(
+                f"schedule= must be one of {', '.join(map(repr, SCHEDULES))} or an increasing array "
+                f"of T + 1 = {T + 1} numbers (betas) from 0 to 1, e.g. torch.linspace(0, 1, {T + 1}); "
+                f"got {type(schedule).__name__} that does not convert to numbers ({e})"
+            ) from None
         if betas.numel() != T + 1:
+            hint = f"; or pass num_steps={betas.numel() - 1}" if betas.numel() >= 2 else ""
             raise ValueError(
                 f"a schedule array must hold T + 1 = {T + 1} betas (from 0 to 1) for num_steps={T}, "
-                f"got {betas.numel()}; or pass num_steps={betas.numel() - 1}."
+                f"got {betas.numel()}{hint}."
             )
         if float(betas[0]) != 0.0 or float(betas[-1]) != 1.0:
             raise ValueError("a schedule array must start at beta = 0 and end at beta = 1")
