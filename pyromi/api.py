@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import warnings
 from collections.abc import Callable, Sequence
 
 import pyro
 import torch
 from pyro.infer.autoguide import AutoGuide
 
+from ._state import warn as _warn
 from ._rng import check_seed, derived_seed, seeded
 from ._state import entry_point
 from .adapter import JointSamples, ModelAdapter, _is_out_of_memory
@@ -311,10 +311,9 @@ def mutual_information(
         else:
             proposal = _resolve_proposal(guide, adapter, joint, guide_steps, given_joint)
             if bound == "ba" and isinstance(proposal, PriorProposal):
-                warnings.warn(
+                _warn(
                     "bound='ba' with the prior as proposal is identically 0; pass a trained "
                     "guide= (e.g. pyromi.AmortizedNormal), or leave guide=None to train one.",
-                    stacklevel=2,
                 )
             est = importance_mi(
                 adapter,

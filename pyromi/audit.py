@@ -29,6 +29,7 @@ from typing import Any
 import pyro
 import torch
 
+from ._state import warn as _warn
 from ._rng import check_seed, seeded
 from ._state import entry_point
 from .adapter import ModelAdapter, _sum_trailing
@@ -248,11 +249,10 @@ def audit(
     if data is not None:  # validated before any expensive work
         x_data = _as_site_dict(data, adapter.observed_names, adapter, "data")
         if guide is None:
-            warnings.warn(
+            _warn(
                 "audit(data=...) is used for the encoder's rate and distortion, which need "
                 "guide=; without a guide the data are not used (I(x; z) is a property of the "
                 "model and is computed on simulated x).",
-                stacklevel=2,
             )
     proposal = None
     if guide is not None:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import numpy as np
 
+from ._state import warn as _warn
 from .errors import PyromiError
 
 __all__ = ["check_xy", "ksg_mi", "cca_mi", "canonical_pair_mi", "infonce_mi"]
@@ -181,7 +181,7 @@ def ksg_mi(x, y, k: int = 5, *, seed: int | None = 0, jitter: float = 1e-10) -> 
         )
     x, y, ties = _break_ties(_standardise(x), _standardise(y), seed, float(jitter))
     if ties is not None:
-        warnings.warn(ties, UserWarning, stacklevel=2)
+        _warn(ties, UserWarning)
     xy = np.concatenate([x, y], 1)
     dist, _ = cKDTree(xy).query(xy, k=k + 1, p=np.inf)  # column 0 is the point itself
     r = np.nextafter(dist[:, -1], 0.0)

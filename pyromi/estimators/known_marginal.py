@@ -26,13 +26,13 @@ from __future__ import annotations
 import math
 import numbers
 import time
-import warnings
 from collections.abc import Callable, Sequence
 
 import pyro
 import torch
 from torch import nn
 
+from .._state import warn as _warn
 from .._rng import RNGStream, check_seed, derived_seed, seeded
 from .._state import entry_point
 from ..adapter import JointSamples, ModelAdapter
@@ -40,7 +40,6 @@ from ..bounds.ais import ais_bound_terms
 from ..bounds.contrastive import giwae_terms, mine_dv, mine_f
 from ..critics import check_critic_output, default_critic, frozen
 from ..errors import PyromiError
-from ..ops import standard_error
 from ..proposals.amortized import AmortizedNormal, check_num_steps, check_optim
 from ..proposals.base import Proposal
 from ..proposals.guide import GuideProposal
@@ -451,7 +450,7 @@ class MINE(_CriticTrainer):
             )
         if msg is not None:
             est.diagnostics["advice"] = msg
-            warnings.warn(msg, stacklevel=2)
+            _warn(msg)
         return est
 
 

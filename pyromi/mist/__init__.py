@@ -51,7 +51,6 @@ import hashlib
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._state import warn as _warn
 from ..errors import PyromiError, PyromiWarning
 from ..result import MIEstimate
 
@@ -291,10 +291,9 @@ def _check_domain(x: np.ndarray, y: np.ndarray, pre: Pretrained) -> None:
     for name, a in (("x", x), ("y", y)):
         uniq = min(len(np.unique(a[:, j])) for j in range(a.shape[1]))
         if uniq < 0.5 * a.shape[0]:
-            warnings.warn(
+            _warn(
                 f"{name} has a column with only {uniq} distinct values in n={a.shape[0]} rows: MIST was "
                 f"trained on continuous distributions, so estimates for discrete data are out of domain",
-                stacklevel=3,
             )
 
 
@@ -430,7 +429,7 @@ def _range_check(x, y, pre: Pretrained, q95: float, seed: int) -> dict:
 
 
 def _range_warning(rc: dict, median: float, stacklevel: int) -> None:
-    warnings.warn(
+    _warn(
         "MIST: the sample shows more dependence than the weights were trained on: "
         + "; ".join(rc["reasons"])
         + f". MIST cannot measure MI beyond that range (its median, {median:.2f} nats, is unreliable "
@@ -439,7 +438,6 @@ def _range_warning(rc: dict, median: float, stacklevel: int) -> None:
         "Use a density-based bound (mutual_information(..., bound='ais' or 'iwae')) if the model's "
         "densities are available; otherwise report the MI as at least the lower end.",
         MISTRangeWarning,
-        stacklevel=stacklevel,
     )
 
 
@@ -560,11 +558,10 @@ def estimate(
     if beyond:
         _range_warning(rc, median, stacklevel=3)
     if extrapolation:
-        warnings.warn(
+        _warn(
             f"MIST estimate {median:.2f} nats is above {q99} nats, the 99th percentile of the MI "
             f"it was trained on: this is extrapolation, and its accuracy and interval coverage there were not measured. If the "
             f"model's densities are available, use a bound (bound='ais' or 'iwae') instead",
-            stacklevel=2,
         )
     lo, hi = intervals[level]
     return MIEstimate(
