@@ -842,7 +842,8 @@ class ModelAdapter:
             tr_i = self._call_traced(poutine.condition(self.model, data=data), "on a single sample",
                                      validate=False)
             scored = set(self.latent_names + self.scored_observed)
-            tr_i.compute_log_prob(site_filter=lambda name, site: name in scored)
+            with pyro.validation_enabled(False):  # x_i may lie outside p(x | z_j)'s support
+                tr_i.compute_log_prob(site_filter=lambda name, site: name in scored)
             for name in self.latent_names + self.scored_observed:
                 lp_single = tr_i.nodes[name]["log_prob"].sum()
                 lp_batch = pair_lp[name][p, i]

@@ -92,6 +92,7 @@ def _resolve_proposal(
     joint: JointSamples,
     guide_steps: int,
     given_joint: bool = True,
+    argname: str = "guide",
 ) -> Proposal:
     if guide is None:
         return PriorProposal()
@@ -112,7 +113,7 @@ def _resolve_proposal(
         return GuideProposal(fit_autoguide(adapter, joint, built, num_steps=guide_steps)).bind(adapter)
     if isinstance(guide, str):
         raise GuideError(
-            f"guide={guide!r}: pass a guide object (an amortised guide callable, "
+            f"{argname}={guide!r}: pass a guide object (an amortised guide callable, "
             "pyromi.AmortizedNormal, or an AutoNormal instance/class), not a string."
         )
     return GuideProposal(guide).bind(adapter)
@@ -291,7 +292,9 @@ def mutual_information(
             _check_joint(joint, adapter)
         if bound == "ais":
             pi0 = start if start is not None else guide
-            proposal = None if pi0 is None else _resolve_proposal(pi0, adapter, joint, guide_steps, given_joint)
+            proposal = None if pi0 is None else _resolve_proposal(
+                pi0, adapter, joint, guide_steps, given_joint,
+                argname="start" if start is not None else "guide")
             if isinstance(proposal, PriorProposal):
                 proposal = None
             est = ais_mi(

@@ -552,3 +552,16 @@ def test_autoguide_instance_needs_the_batch_it_was_fitted_on():
 def test_mist_refuses_sizes_it_does_not_use():
     with pytest.raises(ValueError, match="does not use num_particles="):
         mutual_information(_sharp, "x", bound="mist", num_particles=999, num_samples=100)
+
+
+def test_hard_support_likelihood_under_pyros_default_validation():
+    """With Pyro's validation on (its default), the probe's cross-pairs (x_i scored under another
+    sample's z, outside its support) are density 0, not a validation error."""
+
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Uniform(z - 0.5, z + 0.5))
+
+    with pyro.validation_enabled(True):
+        est = mutual_information(model, "x", num_samples=64, num_particles=2000, seed=0)
+    assert math.isfinite(est.lower) and math.isfinite(est.upper)
