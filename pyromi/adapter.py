@@ -416,19 +416,9 @@ class ModelAdapter:
             yield
         except PyromiError:
             raise
-        except MemoryError as e:
-            raise ResourceError(
-                f"the model ran out of memory {stage}: {e}. Lower max_memory= (or max_batch=, "
-                "num_particles=, num_samples=) so that fewer (particle, sample) pairs are "
-                "evaluated in one model pass."
-            ) from e
         except Exception as e:
-            if isinstance(e, RuntimeError) and _is_out_of_memory(e):
-                raise ResourceError(
-                    f"the model ran out of memory {stage}: {str(e).splitlines()[0]}. Lower "
-                    "max_memory= (or max_batch=, num_particles=, num_samples=) so that fewer "
-                    "(particle, sample) pairs are evaluated in one model pass."
-                ) from e
+            if _is_out_of_memory(e):
+                raise out_of_memory_error(f"the model {stage}", e) from e
             where = "" if last is None else last.where()
             msg = str(e).split("\nTrace Shapes:")[0]  # drop Pyro's shape dump
             if isinstance(e, ValueError) and (
@@ -1056,14 +1046,7 @@ class ModelAdapter:
                 ev(self.model)(*self.model_args, **self.model_kwargs)
         except PyromiError:
             raise
-        except Exception as e:
-            if isinstance(e, MemoryError) or _is_out_of_memory(e):
-                raise ResourceError(
-                    f"out of memory in a model pass over {lead_shape[0]} x {lead_shape[1]} "
-                    f"(particle, sample) pairs: {str(e).splitlines()[0] if str(e) else 'MemoryError'}"
-                    ". Lower max_memory= (or max_batch=, num_particles=) so that fewer pairs are "
-                    "evaluated at once."
-                ) from e
+        except Exception:  # allocator failures included: _translate_errors makes them ResourceError
             with self._translate_errors(
                 f"in a model pass over {lead_shape[0]} x {lead_shape[1]} (particle, sample) pairs"
             ):
@@ -1228,7 +1211,12 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 def _is_out_of_memory(e: BaseException) -> bool:
-    """True for torch's allocator failures (CPU ``can't allocate memory``, CUDA out of memory)."""
+    """True for allocator failures: ``MemoryError``, torch's CPU ``can't allocate memory`` and
+    CUDA out of memory."""
+    if isinstance(e, MemoryError):
+        return True
+    if not isinstance(e, RuntimeError):
+        return False
     if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
         return True
     text = str(e).lower()
@@ -1252,11 +1240,9 @@ def _per_sample_bytes(tr: poutine.Trace, num_samples: int) -> int:
         if site["type"] != "sample":
             continue
         add(site["value"])
-        fn, depth = site["fn"], 0
-        while fn is not None and depth < 8:
+        for fn in _fn_chain(site["fn"]):
             for v in vars(fn).values():
                 add(v)
-            fn, depth = getattr(fn, "base_dist", None), depth + 1
     return total
 
 
@@ -1279,25 +1265,39 @@ def _is_masked(site: dict) -> bool:
 
     if masks_out(site.get("mask")):
         return True
-    fn, depth = site["fn"], 0
-    while fn is not None and depth < 8:
-        if isinstance(fn, dist.MaskedDistribution) and masks_out(fn._mask):
-            return True
-        fn, depth = getattr(fn, "base_dist", None), depth + 1
-    return False
+    return any(isinstance(fn, dist.MaskedDistribution) and masks_out(fn._mask)
+               for fn in _fn_chain(site["fn"]))
 
 
 def _param_pairs(batched_fn, single_fn):
     """``(name, batched, single)`` for the tensor parameters two distributions of the same site
     share (walking ``base_dist`` wrappers): batched ones with the probe's leading sample dim."""
     out = []
-    b, a, depth = batched_fn, single_fn, 0
-    while b is not None and a is not None and depth < 8 and type(b) is type(a):
+    for b, a in zip(_fn_chain(batched_fn), _fn_chain(single_fn)):
+        if type(b) is not type(a):
+            break
         vb, va = vars(b), vars(a)
         for key, tb in vb.items():
             ta = va.get(key)
             if (isinstance(tb, torch.Tensor) and isinstance(ta, torch.Tensor) and tb.dim() > 0
                     and tb.shape[0] == _PROBE_N and tb.is_floating_point()):
                 out.append((key, tb.detach(), ta.detach()))
-        b, a, depth = getattr(b, "base_dist", None), getattr(a, "base_dist", None), depth + 1
     return out
+
+
+def out_of_memory_error(what: str, e: BaseException) -> ResourceError:
+    """The :class:`ResourceError` for an allocator failure in ``what``, saying what to lower."""
+    detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return ResourceError(
+        f"{what} ran out of memory: {detail}. Lower max_memory= (bytes per model pass; default "
+        "2**29) or max_batch=, num_particles=, num_samples= so that fewer (particle, sample) pairs "
+        "are evaluated at once."
+    )
+
+
+def _fn_chain(fn):
+    """A distribution and the distributions it wraps (``base_dist``), outermost first."""
+    depth = 0
+    while fn is not None and depth < 8:
+        yield fn
+        fn, depth = getattr(fn, "base_dist", None), depth + 1

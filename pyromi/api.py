@@ -13,7 +13,7 @@ from pyro.infer.autoguide import AutoGuide
 from ._state import warn as _warn
 from ._rng import check_seed, derived_seed, seeded
 from ._state import entry_point
-from .adapter import JointSamples, ModelAdapter, _is_out_of_memory
+from .adapter import JointSamples, ModelAdapter, _is_out_of_memory, out_of_memory_error
 from .errors import DensityError, GuideError, PyromiError, ResourceError
 from .estimators.ais import ais_block, ais_mi, default_pilot_steps
 from .estimators.importance import importance_mi
@@ -71,12 +71,8 @@ def memory_guard(what: str):
     except ResourceError:
         raise
     except (MemoryError, RuntimeError) as e:
-        if isinstance(e, MemoryError) or _is_out_of_memory(e):
-            raise ResourceError(
-                f"{what} ran out of memory: {str(e).splitlines()[0] if str(e) else 'MemoryError'}. "
-                "Lower max_memory= (bytes per model pass; default 2**29) or max_batch=, or "
-                "num_particles= / num_samples=."
-            ) from e
+        if _is_out_of_memory(e):
+            raise out_of_memory_error(what, e) from e
         raise
 
 
