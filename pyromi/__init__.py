@@ -30,6 +30,22 @@ from .result import LogMarginalEstimate, MIEstimate
 
 __version__ = "0.1.0"
 
+#: public submodules imported on first access (``pyromi.audit``, ``pyromi.plots``, ...): ``import
+#: pyromi`` stays fast, and ``pyromi.mist.estimate(...)`` works without ``import pyromi.mist``
+_SUBMODULES = ("audit", "baselines", "critics", "mist", "models", "plots")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")  # also binds it as an attribute
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
+
 __all__ = [
     "AmortizedNormal",
     "GIWAE",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 
 import pyro
@@ -13,9 +14,12 @@ from pyro.infer.autoguide import AutoGuide
 from ._state import warn as _warn
 from ._rng import check_seed, derived_seed, seeded
 from ._state import entry_point
-from .adapter import JointSamples, ModelAdapter, _is_out_of_memory, out_of_memory_error
-from .errors import DensityError, GuideError, PyromiError, ResourceError
-from .estimators.ais import ais_block, ais_mi, default_pilot_steps
+from .model import JointSamples, ModelAdapter, out_of_memory_error
+from .model.data import ROW_PREFIX
+from .model import is_out_of_memory as _is_out_of_memory
+from .errors import DensityError, GuideError, PyromiError, ResourceError, SiteError
+from .estimators.ais import ais_block, ais_mi, default_pilot_steps, divergence_fraction
+from .estimators.checks import divergence_advice
 from .estimators.importance import importance_mi
 from .proposals.base import PriorProposal, Proposal
 from .proposals.guide import GuideProposal, fit_autoguide
@@ -147,6 +151,9 @@ def mutual_information(
     level: float = 0.9,
     seed: int | None = None,
     progress: bool | None = None,
+    reparam: str | None = None,
+    data_plate: str | bool | None = None,
+    vectorize: bool | str = "auto",
 ) -> MIEstimate:
     """Bounds on the mutual information I(x; z) of a Pyro model, in nats.
 
@@ -208,7 +215,15 @@ def mutual_information(
             raises :class:`pyromi.ResourceError` saying what to lower.
         level: ``mist``: the nominal coverage of the returned interval (default 0.9).
         seed: seeds joint draws and proposals; the same seed gives the same numbers.
-        progress: show a progress bar (default: on for ``ais``, off otherwise).
+        progress: a progress bar on stderr: None (default) shows one from the start for ``ais``
+            and, for every other bound, once the run has taken a few seconds (proposal or critic
+            training, large-K IWAE); True always; False never.
+        reparam: ``"auto"`` non-centres every funnel site (a latent whose scale is another latent,
+            e.g. ``theta ~ Normal(mu, tau)``) with Pyro's ``LocScaleReparam(centered=0)`` before
+            anything runs (:func:`pyromi.model.reparam.auto_reparam`): a bijection of z, so I(x; z)
+            is unchanged, and HMC no longer diverges in the funnel. Recorded in
+            ``settings["reparam"]``; not for ``mist``, nor with ``joint=`` or a guide object of the
+            original sites (a guide class is fine). Default None: the model as written.
 
     Returns:
         :class:`~pyromi.MIEstimate` with ``lower``/``upper`` in nats, their standard errors over the
@@ -222,7 +237,7 @@ def mutual_information(
         target_accept=target_accept, kernel=kernel, hook=hook, guide=guide, critic=critic,
         train_steps=train_steps, optim=optim, batch_size=batch_size, joint=joint,
         guide_steps=guide_steps, level=level, num_particles=num_particles, max_batch=max_batch,
-        max_memory=max_memory,
+        max_memory=max_memory, reparam=reparam, data_plate=data_plate, vectorize=vectorize,
     ))
     check_seed(seed)
     num_samples = check_int("num_samples", num_samples, 1)
@@ -237,8 +252,8 @@ def mutual_information(
         num_steps = check_int("num_steps", num_steps, 1)
     if not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"level= must be a number in (0, 1), got {level!r}")
-    if progress is None:
-        progress = bound == "ais"
+    if progress is None:  # AIS: a bar from the start; others: once a run takes a few seconds
+        progress = True if bound == "ais" else None
     if hook is not None and not callable(hook):
         raise TypeError(f"hook= must be a callable hook(t, info) or None, got {type(hook).__name__}")
     if kernel is not None:
@@ -251,19 +266,21 @@ def mutual_information(
                 f"kernel= must be a pyro.infer.mcmc.HMC or NUTS object (its class, step size and "
                 f"number of leapfrog steps are used), got {type(kernel).__name__}"
             )
+    model, latent, reparam_info = _reparam_model(reparam, model, observed, latent, model_args,
+                                                 model_kwargs, guide=guide, start=start, joint=joint)
     if bound == "mist":
         return _mist(model, observed, latent, num_samples=num_samples, level=level,
                      model_args=model_args, model_kwargs=model_kwargs, device=device, dtype=dtype,
-                     seed=seed)
+                     seed=seed, data_plate=data_plate, vectorize=vectorize)
     if bound in KNOWN_MARGINAL or (bound == "ba" and guide is None and joint is None):
-        return _known_marginal(
+        return _reparam_result(reparam_info, _known_marginal(
             model, observed, latent, bound=bound, guide=guide, critic=critic,
             train_steps=train_steps, optim=optim, batch_size=batch_size, num_samples=num_samples,
             num_particles=num_particles, num_steps=num_steps, schedule=schedule,
             num_leapfrog=num_leapfrog, joint=joint, model_args=model_args,
             model_kwargs=model_kwargs, device=device, dtype=dtype, seed=seed, progress=progress,
-            max_batch=max_batch,
-        )
+            max_batch=max_batch, data_plate=data_plate, vectorize=vectorize,
+        ))
     adapter = ModelAdapter(
         model,
         observed,
@@ -273,6 +290,8 @@ def mutual_information(
         device=device,
         dtype=dtype,
         likelihood=bound != "ba",  # BA needs only p(z) and q(z|x)
+        data_plate=data_plate,
+        vectorize=vectorize,
     )
     max_batch = pairs_per_pass(adapter, max_batch, max_memory)
     # with a given joint batch, the proposal draws must not replay the stream that drew it (a
@@ -286,7 +305,17 @@ def mutual_information(
                 joint = adapter.sample_joint(num_samples)
         else:
             _check_joint(joint, adapter)
-        if bound == "ais":
+        if not adapter.latent_names:  # only enumerated discrete latents: exact up to MC over x
+            from .estimators.exact import exact_mi
+
+            if bound == "ba":
+                raise SiteError(
+                    f"bound='ba' needs a proposal q(z|x) over continuous latents; the model's latents "
+                    f"{adapter.discrete_names} are all discrete and summed out exactly: use "
+                    "bound='iwae' or 'ais', which then give I(x; k) exactly up to Monte Carlo over x."
+                )
+            est = exact_mi(adapter, joint, bound)
+        elif bound == "ais":
             pi0 = start if start is not None else guide
             proposal = None if pi0 is None else _resolve_proposal(
                 pi0, adapter, joint, guide_steps, given_joint,
@@ -326,7 +355,70 @@ def mutual_information(
     est.settings.update(seed=seed, guide_steps=guide_steps if isinstance(guide, type) else None,
                         max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory,
                         pairs_per_pass=max_batch)
+    est = record_model_layout(est, adapter)
+    return _reparam_result(reparam_info, est)
+
+
+def record_model_layout(est: MIEstimate, adapter: ModelAdapter) -> MIEstimate:
+    """Record in ``est.settings`` how the model was run: ``data_plate`` (the plate whose elements
+    were the samples: the bounds are per data point) and ``evaluation`` (batched or sequential);
+    with enumerated discrete latents k, ``enumerated`` and the result's ``latent`` name them too
+    (the bounds are on I(x; {k, z}))."""
+    import dataclasses
+
+    est.settings.update(
+        data_plate=None if adapter.data_plate is None else adapter.data_plate.name,
+        evaluation="sequential" if adapter.sequential else "batched",
+    )
+    if adapter.discrete_names:
+        est.settings["enumerated"] = list(adapter.discrete_names)
+        names = tuple(dict.fromkeys(tuple(est.latent) + tuple(adapter.discrete_names)))
+        est = dataclasses.replace(est, latent=names)
     return est
+
+
+def _reparam_model(reparam, model, observed, latent, model_args, model_kwargs, *, guide=None,
+                   start=None, joint=None):
+    """``reparam=``: None, or ``"auto"`` (:func:`pyromi.model.reparam.auto_reparam`). Returns the
+    model and latent names to use, and the :class:`ReparamInfo` (None for ``reparam=None``)."""
+    from .model.reparam import REPARAM_OPTIONS, auto_reparam
+
+    if not (reparam is None or (isinstance(reparam, str) and reparam in REPARAM_OPTIONS)):
+        raise ValueError(f"reparam= must be None or 'auto', got {reparam!r}")
+    if reparam is None:
+        return model, latent, None
+    new_model, info = auto_reparam(model, observed, latent, model_args, model_kwargs)
+    if not info.renamed:
+        return model, latent, info
+    what = ", ".join(f"'{a}' -> '{b}'" for a, b in info.renamed.items())
+    if joint is not None and set(getattr(joint, "latent", {})) != set(info.latent):
+        raise SiteError(
+            f"reparam='auto' replaces latent site(s) {what}, but joint= holds draws of the sites "
+            f"{sorted(getattr(joint, 'latent', {}))}. Draw the joint samples from the "
+            "reparameterised model (ModelAdapter(pyromi.model.reparam.auto_reparam(model, ...)[0], "
+            "...).sample_joint(N)), or pass reparam=None."
+        )
+    for argname, g in (("guide", guide), ("start", start)):
+        if g is not None and not isinstance(g, type):
+            raise GuideError(
+                f"reparam='auto' replaces latent site(s) {what}; {argname}= proposes the original "
+                "sites and cannot score the new ones. Build it on the reparameterised model "
+                "(pyromi.model.reparam.auto_reparam(model, ...)[0]), pass an autoguide class "
+                f"(e.g. {argname}=AutoNormal), or pass reparam=None."
+            )
+    return new_model, info.latent, info
+
+
+def _reparam_result(info, est):
+    """Record ``reparam=`` in ``est.settings``; name the original latent sites in the result
+    (I(x; mu, tau, theta) = I(x; mu, tau, theta_decentered): the map is a bijection of z)."""
+    import dataclasses
+
+    est.settings["reparam"] = None if info is None else info.summary()
+    if info is None or not info.renamed:
+        return est
+    back = {b: a for a, b in info.renamed.items()}
+    return dataclasses.replace(est, latent=tuple(back.get(n, n) for n in est.latent))
 
 
 KNOWN_MARGINAL = ("giwae", "infonce", "mine_dv", "mine_f", "mine_ais")
@@ -352,6 +444,10 @@ _BOUND_OPTIONS = {
     "num_particles": (None, set(BOUNDS) - {"mist"}),
     "max_batch": (None, {"iwae", "ais", "mine_ais"}),
     "max_memory": (None, {"iwae", "ais"}),
+    # a bijection of z for the samplers and proposals; MIST only sees samples, never the geometry
+    "reparam": (None, set(BOUNDS) - {"mist"}),
+    "data_plate": (None, set(BOUNDS)),
+    "vectorize": ("auto", set(BOUNDS)),
 }
 
 
@@ -377,7 +473,7 @@ def _check_options(bound: str, given: dict) -> None:
 def _known_marginal(model, observed, latent, *, bound, guide, critic, train_steps, optim,
                     batch_size, num_samples, num_particles, num_steps, schedule, num_leapfrog,
                     joint, model_args, model_kwargs, device, dtype, seed, progress,
-                    max_batch) -> MIEstimate:
+                    max_batch, data_plate=None, vectorize="auto") -> MIEstimate:
     """Train the critic (and proposal) on fresh simulated pairs, evaluate on N fresh pairs."""
     from .estimators.known_marginal import GIWAE, MINE, MINEAIS
 
@@ -388,6 +484,8 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
     train_seed = seed if (joint is None or seed is None) else derived_seed(seed, "train")
     kw = dict(critic=critic, optim=optim, batch_size=batch_size, model_args=model_args,
               model_kwargs=model_kwargs, device=device, dtype=dtype, seed=train_seed)
+    if data_plate is not None or vectorize != "auto":
+        kw.update(data_plate=data_plate, vectorize=vectorize)
     k = num_particles
     # a given joint batch is evaluated with the derived stream (see mutual_information); training
     # keeps the seed's own stream, and fresh evaluation pairs continue it after training
@@ -409,14 +507,16 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
             _check_joint(joint, trainer.adapter)
         trainer.run(train_steps, progress=progress)
         if bound == "mine_ais":
-            return trainer.evaluate(num_samples, k, num_steps, schedule=schedule,
-                                    num_leapfrog=num_leapfrog, joint=joint, progress=progress,
-                                    max_batch=max_batch, seed=eval_seed)
-        return trainer.evaluate(num_samples, k, joint=joint, seed=eval_seed)
+            est = trainer.evaluate(num_samples, k, num_steps, schedule=schedule,
+                                   num_leapfrog=num_leapfrog, joint=joint, progress=progress,
+                                   max_batch=max_batch, seed=eval_seed)
+        else:
+            est = trainer.evaluate(num_samples, k, joint=joint, seed=eval_seed)
+    return record_model_layout(est, trainer.adapter)
 
 
 def _mist(model, observed, latent, *, num_samples, level, model_args, model_kwargs, device,
-          dtype, seed) -> MIEstimate:
+          dtype, seed, data_plate=None, vectorize="auto") -> MIEstimate:
     """MIST on N joint draws of the model: no density is evaluated, not even p(z).
 
     The observed sites are flattened and concatenated into x ``(N, dx)``, the latent sites into
@@ -425,7 +525,8 @@ def _mist(model, observed, latent, *, num_samples, level, model_args, model_kwar
     from . import mist
 
     adapter = ModelAdapter(model, observed, latent, model_args=model_args,
-                           model_kwargs=model_kwargs, device=device, dtype=dtype, densities=False)
+                           model_kwargs=model_kwargs, device=device, dtype=dtype, densities=False,
+                           data_plate=data_plate, vectorize=vectorize)
     with seeded(seed, adapter.device), torch.no_grad(), pyro.validation_enabled(False):
         joint = adapter.sample_joint(num_samples)
     n = joint.num_samples
@@ -434,18 +535,19 @@ def _mist(model, observed, latent, *, num_samples, level, model_args, model_kwar
     est = mist.estimate(x.double().cpu(), z.double().cpu(), level=level, seed=seed,
                         observed=tuple(adapter.observed_names), latent=tuple(adapter.latent_names))
     est.settings.update(seed=seed, source="pyro model", device=str(adapter.device))
-    return est
+    return record_model_layout(est, adapter)
 
 
 def _check_joint(joint: JointSamples, adapter: ModelAdapter) -> None:
     if not isinstance(joint, JointSamples):
         raise PyromiError(f"joint= must be JointSamples from ModelAdapter.sample_joint, got {type(joint).__name__}")
-    if set(joint.observed) != set(adapter.observed_names) or set(joint.latent) != set(adapter.latent_names):
+    sites_observed = {k: v for k, v in joint.observed.items() if not k.startswith(ROW_PREFIX)}
+    if set(sites_observed) != set(adapter.observed_names) or set(joint.latent) != set(adapter.latent_names):
         raise PyromiError(
-            f"joint= holds sites observed={list(joint.observed)}, latent={list(joint.latent)} but the "
+            f"joint= holds sites observed={list(sites_observed)}, latent={list(joint.latent)} but the "
             f"estimate uses observed={adapter.observed_names}, latent={adapter.latent_names}."
         )
-    for name, v in {**joint.observed, **joint.latent}.items():
+    for name, v in {**sites_observed, **joint.latent}.items():
         expected = adapter.sites[name].local_shape
         if v.shape[1:] != expected or v.shape[0] != joint.num_samples:
             raise PyromiError(
@@ -487,23 +589,53 @@ def log_marginal(
     dtype: torch.dtype | None = None,
     seed: int | None = None,
     progress: bool = True,
+    reparam: str | None = None,
+    data_plate: str | bool | None = None,
+    vectorize: bool | str = "auto",
 ) -> LogMarginalEstimate:
     """AIS bounds on ``log p(x_i)`` (nats) for given observations ``data``.
 
     Args:
         data: the observed values: a tensor ``(N,) + site shape`` for one observed site (a single
-            observation without the leading N is accepted), or a dict of them.
+            observation without the leading N is accepted), or a dict of them. For a model that
+            takes its data as an argument (``model(x)`` with ``obs=x`` inside
+            ``pyro.plate("data", x.shape[0])``, as Pyro's VAE example) and no ``model_args``, the
+            tensor ``data`` is that argument, and the bounds are on each data point's
+            ``log p(x_i)``.
+        data_plate, vectorize: as in :func:`mutual_information`.
         latent_values: optional exact posterior samples z* for each x (a tensor or dict), e.g. the
             latents that simulated x. Only then is an upper bound on log p(x) available.
         start: pi_0, the prior (None) or a proposal q(z|x) such as a trained AmortizedNormal.
+        reparam: ``"auto"``: anneal in the non-centred form of the funnel sites (as in
+            :func:`mutual_information`; p(x) is unchanged). ``latent_values`` stay keyed by the
+            original site names and are mapped to the new sites.
         Other arguments as in :func:`mutual_information` with ``bound="ais"``.
     """
     check_seed(seed)
-    adapter = ModelAdapter(
-        model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, device=device,
-        dtype=dtype,
-    )
-    obs = _as_site_dict(data, adapter.observed_names, adapter, "data")
+    from .audit import _check_finite_data, _takes_data
+
+    data_argument = (isinstance(data, torch.Tensor) and not model_args and latent_values is None
+                     and _takes_data(model))
+    if data_argument:  # model(x) with obs=x (Pyro's VAE example): the data are its argument
+        model_args = (data,)
+    original_model = model
+    model, latent, reparam_info = _reparam_model(reparam, model, observed, latent, model_args,
+                                                 model_kwargs, start=start)
+    if reparam_info is not None and reparam_info.renamed and latent_values is not None:
+        latent_values = _reparam_values(original_model, reparam_info, latent_values, model_args,
+                                        model_kwargs)
+    with warnings.catch_warnings():
+        if data_argument:
+            warnings.filterwarnings("ignore", message=r"observed site\(s\) .* carry obs= values")
+        adapter = ModelAdapter(
+            model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, device=device,
+            dtype=dtype, data_plate=data_plate, vectorize=vectorize,
+        )
+    if data_argument:
+        obs = adapter.data_observations()
+        _check_finite_data(obs)
+    else:
+        obs = _as_site_dict(data, adapter.observed_names, adapter, "data")
     lat = None
     if latent_values is not None:
         lat = _as_site_dict(latent_values, adapter.latent_names, adapter, "latent_values")
@@ -550,8 +682,28 @@ def log_marginal(
         "step_size": tables.step_size,
         "betas": tables.betas,
         "divergences": int(res.divergences.sum()),
+        "divergence_fraction": divergence_fraction(
+            int(res.divergences.sum()), num_particles + (lat is not None), lower.numel(), num_steps),
+        "reparam": None if reparam_info is None else reparam_info.summary(),
     }
+    divergence_advice("log_marginal", adapter, diagnostics)
     return LogMarginalEstimate(lower, upper, num_particles, num_steps, diagnostics)
+
+
+def _reparam_values(model, info, values, model_args, model_kwargs) -> dict:
+    """``latent_values=`` of the original sites, mapped to the sites of the reparameterised model."""
+    from .model.reparam import to_reparam_values
+
+    if not isinstance(values, dict):
+        raise PyromiError(
+            "with reparam='auto', latent_values= must be a dict keyed by the original latent site "
+            f"names ({', '.join(repr(n) for n in info.renamed)} are reparameterised)"
+        )
+    missing = [n for n in info.renamed if n not in values]
+    if missing:
+        raise PyromiError(f"latent_values= lacks site(s) {missing}")
+    tensors = {k: torch.as_tensor(v) for k, v in values.items()}
+    return to_reparam_values(model, info, tensors, model_args, model_kwargs)
 
 
 def _as_site_dict(values, names: list[str], adapter: ModelAdapter, argname: str) -> dict:

@@ -19,6 +19,7 @@ The expectations over x use the model's own simulated x by default, or the obser
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -28,6 +29,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.poutine.util import site_is_subsample
 
 from ._state import warn as _warn
 from ._rng import check_seed, seeded
@@ -135,6 +137,32 @@ class AuditReport:
         return plot_audit(self, path=path, ax=ax)
 
 
+def _takes_data(model: Callable) -> bool:
+    """True if ``model`` has a required positional parameter (``model(x)``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               for p in params)
+
+
+def _check_finite_data(values: dict) -> None:
+    from .errors import DensityError
+
+    for name, v in values.items():
+        if v.is_floating_point():
+            bad = ~torch.isfinite(v.reshape(v.shape[0], -1)).all(-1)
+            if bool(bad.any()):
+                raise DensityError(
+                    f"data= gives site '{name}' NaN or infinite values in {int(bad.sum())} of "
+                    f"{v.shape[0]} data points (first {bad.nonzero().flatten()[:5].tolist()}); "
+                    "remove or impute them."
+                )
+
+
 def _draw_with_sites(adapter: ModelAdapter, proposal: Proposal, observed, k: int):
     """K draws of q(z|x) per x with total and per-site ``log q`` and the model's evaluation."""
     n = next(iter(observed.values())).shape[0]
@@ -149,7 +177,7 @@ def _draw_with_sites(adapter: ModelAdapter, proposal: Proposal, observed, k: int
         site_log_q = {name: torch.zeros((k, n), dtype=torch.float64, device=adapter.device)
                       for name in adapter.latent_names}
         for name, site in tr.nodes.items():
-            if site["type"] != "sample" or "log_prob" not in site:
+            if site["type"] != "sample" or "log_prob" not in site or site_is_subsample(site):
                 continue
             base = name[: -len("_unconstrained")] if name.endswith("_unconstrained") else name
             if base not in site_log_q:
@@ -195,8 +223,7 @@ def encoder_rate_distortion(
     return {"rate": rate, "distortion": distortion, "rate_sites": rate_sites, "activity": activity}
 
 
-@entry_point
-def audit(
+def _audit(
     model: Callable,
     observed: str | Sequence[str] = "x",
     latent: str | Sequence[str] | None = None,
@@ -214,6 +241,7 @@ def audit(
     model_kwargs: dict | None = None,
     seed: int | None = 0,
     progress: bool = False,
+    data_plate: str | bool | None = None,
     **ais_kwargs,
 ) -> AuditReport:
     """Audit the information flow of a generative model (and its encoder), in nats.
@@ -225,7 +253,12 @@ def audit(
         guide: optional encoder q(z|x): a :class:`pyromi.AmortizedNormal` or an amortised Pyro
             guide ``guide(x)`` (e.g. a VAE encoder) that samples every latent site.
         data: observations for the rate and distortion (a tensor ``(M,) + site shape`` or a dict);
-            default: ``num_samples`` x's simulated from the model.
+            default: ``num_samples`` x's simulated from the model. For a model that takes its data
+            as an argument (Pyro's VAE example: ``model(x)`` with ``pyro.plate("data",
+            x.shape[0])`` and ``obs=x.reshape(-1, 784)``) and no ``model_args``, ``data`` is that
+            argument: the observations are the model's own ``obs=`` values, and every quantity is
+            per data point (the plate's elements are the samples; see ``data_plate``).
+        data_plate: as in :func:`mutual_information` (None detects it).
         num_samples, num_particles, num_steps: N pairs, K chains and T transitions of the AIS
             sandwich on I(x; z) (more steps narrow it; see ``max_width``).
         start: ``"guide"`` starts AIS from the encoder when one is given (tighter at equal T);
@@ -244,9 +277,21 @@ def audit(
     encoder_particles = check_int("encoder_particles", encoder_particles, 1)
     if start not in ("guide", None):
         raise ValueError(f"start must be 'guide' or None, got {start!r}")
-    adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs)
+    data_argument = data is not None and not model_args and _takes_data(model)
+    if data_argument:  # model(x) with obs=x: the data are the model's argument
+        if not isinstance(data, torch.Tensor):
+            raise TypeError(
+                f"data= is passed as the model's argument (model(x)); it must be a tensor, got "
+                f"{type(data).__name__}."
+            )
+        model_args = (data,)
+    adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
+                           data_plate=data_plate)
     x_data = None
-    if data is not None:  # validated before any expensive work
+    if data_argument:
+        x_data = adapter.data_observations()
+        _check_finite_data(x_data)
+    elif data is not None:  # validated before any expensive work
         x_data = _as_site_dict(data, adapter.observed_names, adapter, "data")
         if guide is None:
             _warn(
@@ -268,7 +313,7 @@ def audit(
             num_particles=num_particles, num_steps=num_steps,
             start=proposal if (start == "guide" and proposal is not None) else None,
             model_args=model_args, model_kwargs=model_kwargs, seed=seed, progress=progress,
-            **ais_kwargs,
+            data_plate=data_plate, **ais_kwargs,
         )
     flags: list[str] = []
     thr = collapse_threshold
@@ -329,3 +374,14 @@ def audit(
         distortion=float(dist_.mean()), distortion_se=standard_error(dist_),
         sites=tuple(sites), x_source=source,
     )
+
+
+@entry_point
+@functools.wraps(_audit)
+def audit(model, *args, **kwargs) -> AuditReport:
+    with warnings.catch_warnings():
+        if kwargs.get("data") is not None and not kwargs.get("model_args") and _takes_data(model):
+            # the model's obs= values are the data here (the rate and distortion use them)
+            warnings.filterwarnings("ignore", message=r"observed site\(s\) .* carry obs= values",
+                                    category=UserWarning)
+        return _audit(model, *args, **kwargs)

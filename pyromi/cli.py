@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 UNITS = "All values are in nats (natural-log units; 1 nat = 1/ln 2 = 1.4427 bits)."
-#: the estimate command has --bits; the demo and the top-level help do not say it converts
-ESTIMATE_UNITS = (
+#: for the commands that have --bits (demo, estimate); the top-level help names them
+UNITS_BITS_FLAG = (
     "All values are in nats (natural-log units; 1 nat = 1/ln 2 = 1.4427 bits; --bits converts)."
 )
 
@@ -48,7 +48,7 @@ Methods:
         are duplicated records rather than a discrete distribution.
   cca   Gaussian MI from canonical correlations: exact for jointly Gaussian data only.
 
-{ESTIMATE_UNITS} None of these methods gives a bound: for bounds from a model's densities use the Python API
+{UNITS_BITS_FLAG} None of these methods gives a bound: for bounds from a model's densities use the Python API
 (pyromi.mutual_information with bound='ais', 'iwae', 'giwae', ...).
 """
 
@@ -466,7 +466,7 @@ def run_demo_command(args) -> int:
 
     try:
         run_demo(args.num_samples, args.num_particles, args.train_steps, args.seed,
-                 ais_steps=args.num_steps, device=args.device)
+                 ais_steps=args.num_steps, device=args.device, units="bits" if args.bits else "nats")
     except DeviceError as e:
         raise CLIError(f"--device {args.device}: {e}") from None
     except PyromiError as e:
@@ -475,17 +475,20 @@ def run_demo_command(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(
         prog="pyromi",
         description="Mutual-information bounds and estimates for Pyro models and data. " + UNITS
-        + " `pyromi estimate --bits` prints bits.",
+        + " `pyromi demo --bits` and `pyromi estimate --bits` print bits.",
     )
+    parser.add_argument("--version", action="version", version=f"pyromi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
         help="bounds on a built-in linear-Gaussian model with closed-form MI, beside the truth",
         description="Bounds on a built-in linear-Gaussian model (closed-form MI 14.275 nats), "
-        "printed beside the truth, each with its standard error. " + UNITS,
+        "printed beside the truth, each with its standard error. " + UNITS_BITS_FLAG,
     )
     demo.add_argument("--num-samples", "-N", type=_int_at_least(2, why=" (standard errors need two draws)"),
                       default=256, help="joint draws N (default 256, at least 2)")
@@ -499,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"seed in [0, {MAX_SEED - 2}] (default 0; the CLI's range, not a numpy "
                       "limit: the Python API takes seeds up to 2**63 - 1)")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
+    demo.add_argument("--bits", action="store_true", help="print bits instead of nats")
 
     est = sub.add_parser(
         "estimate",

@@ -256,17 +256,20 @@ class MIEstimate:
 def _to_inference_data(diagnostics: dict, terms: dict, attrs: dict):
     """arviz ``InferenceData`` (0.23, via ``from_dict``) of per-sample terms and AIS diagnostics.
 
-    Layout: arviz's ``chain`` axis is the joint sample (each x is its own estimation problem) and
-    ``draw`` is the particle / chain index; per-temperature records go to ``constant_data`` with a
-    ``temperature`` dimension.
+    Layout, as arviz reads ``(chain, draw, ...)``: the K final log-weights of each joint sample
+    are K independent draws with no chain structure, so ``sample_stats["log_weight"]`` is one
+    chain of K draws with a ``sample`` dimension, shape ``(1, K, N)``. Everything indexed by the
+    joint sample alone (the per-sample terms, the backward chain's log-weight, ESS, Pareto k,
+    BDMC gap) goes to ``constant_data`` with a ``sample`` dimension; per-level records (acceptance,
+    step size, betas) with a level dimension.
     """
     import arviz as az  # imported lazily: slow to import, and only this path needs it
 
-    sample_stats, constant = {}, {}
+    sample_stats, constant, dims = {}, {}, {}
     lw = diagnostics.get("log_weights")
     if isinstance(lw, torch.Tensor):
-        sample_stats["log_weight"] = lw.T.double().cpu().numpy()  # (N, K): chain=sample, draw=particle
-    dims = {}
+        sample_stats["log_weight"] = lw.double().cpu().numpy()[None]  # (chain 1, draw K, sample N)
+        dims["log_weight"] = ["sample"]
     for name, t in terms.items():
         constant[f"mi_{name}_term"] = t.double().cpu().numpy()
         dims[f"mi_{name}_term"] = ["sample"]
@@ -279,7 +282,7 @@ def _to_inference_data(diagnostics: dict, terms: dict, attrs: dict):
     if isinstance(betas, torch.Tensor):
         constant["beta"] = betas.double().cpu().numpy()
         dims["beta"] = ["level"] if betas.dim() == 1 else ["block", "level"]
-    for key in ("ess_fraction", "pareto_k", "bdmc_gap"):
+    for key in ("log_weight_backward", "ess_fraction", "pareto_k", "bdmc_gap"):
         v = diagnostics.get(key)
         if isinstance(v, torch.Tensor):
             constant[key] = v.double().cpu().numpy()

@@ -109,7 +109,7 @@ def test_diagnostics_and_inference_data(toy_sandwiches):
     assert d["ess_fraction"].shape == (32,)
     assert d["bdmc_gap"].shape == (32,)
     idata = est.to_inference_data()
-    assert idata.sample_stats["log_weight"].shape == (32, 8)
+    assert idata.sample_stats["log_weight"].shape == (1, 8, 32)  # (chain, draw K, sample N)
     assert "acceptance" in idata.constant_data
 
 

@@ -286,3 +286,41 @@ def test_errors_exit_with_status_2_without_a_traceback(tmp_path):
                           "--y", "1"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_version(capsys):
+    import pyromi
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pyromi {pyromi.__version__}"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_demo_help_and_behaviour_agree_on_bits(capsys):
+    """`pyromi demo --help` lists --bits, and `pyromi demo --bits` prints the same table in bits:
+    every number of each row is the nats row's divided by ln 2 (up to the 3-decimal rounding)."""
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--bits" in capsys.readouterr().out
+    fast = ["demo", "-N", "4", "-K", "10", "--train-steps", "2", "-T", "2"]
+    assert main(fast) == 0
+    nats = capsys.readouterr().out
+    assert main([*fast, "--bits"]) == 0
+    bits = capsys.readouterr().out
+    assert "20.594 bits" in bits and "14.275 nats" in nats  # the closed-form truth, 14.275 / ln 2
+    for label in ("iwae, prior proposal", "iwae, AmortizedNormal q(z|x)", "ais, prior start, T=2"):
+        row_n = next(line for line in nats.splitlines() if line.startswith(label))
+        row_b = next(line for line in bits.splitlines() if line.startswith(label))
+        vn, vb = _numbers(row_n[len(label):])[:4], _numbers(row_b[len(label):])[:4]
+        assert len(vn) == 4 and vb == pytest.approx([v / math.log(2) for v in vn], abs=2e-3)
+
+
+def test_run_demo_refuses_other_units():
+    from pyromi.demo import run_demo
+    from pyromi.errors import PyromiError
+
+    with pytest.raises(PyromiError, match=r"units must be 'nats' or 'bits', got 'furlongs'"):
+        run_demo(num_samples=4, num_particles=2, train_steps=1, ais_steps=1, units="furlongs",
+                 print_fn=lambda *a: None)

@@ -82,3 +82,39 @@ def test_point_estimate_intervals_by_level():
 
     open_ = replace(e, upper=None, intervals={0.9: (0.4, None)})
     assert repr(open_) == "I(x; z) ~= 0.900 nats, 90% interval [0.400, inf) (mist, N=500)"
+
+
+def _ais_like(n=8, k=4, levels=6):
+    """An AIS-shaped estimate: K = 4 chains per sample, fewer than the N = 8 samples (the layout
+    that made arviz warn 'More chains than draws')."""
+    g = torch.Generator().manual_seed(0)
+    lw = torch.randn(k, n, generator=g, dtype=torch.float64)
+    diagnostics = {
+        "log_weights": lw, "log_weight_backward": torch.randn(n, dtype=torch.float64, generator=g),
+        "acceptance": torch.rand(levels - 2, n, generator=g), "step_size": torch.rand(levels, n, generator=g),
+        "betas": torch.linspace(0, 1, levels, dtype=torch.float64), "ess_fraction": torch.rand(n, generator=g),
+        "pareto_k": torch.rand(n, generator=g), "bdmc_gap": torch.rand(n, generator=g),
+    }
+    terms = {"lower": torch.randn(n, dtype=torch.float64, generator=g),
+             "upper": torch.randn(n, dtype=torch.float64, generator=g) + 1}
+    return MIEstimate.from_terms("ais", terms["lower"], terms["upper"], num_particles=k, settings={},
+                                 diagnostics=diagnostics, observed=("x",), latent=("z",)), lw
+
+
+@pytest.mark.filterwarnings("error")
+def test_inference_data_layout_is_chain_draw_without_warnings():
+    """One chain of K draws (the K independent final log-weights) per joint sample, shape
+    (1, K, N); per-sample values under a 'sample' dimension; no warning from arviz."""
+    e, lw = _ais_like()
+    idata = e.to_inference_data()
+    w = idata.sample_stats["log_weight"]
+    assert w.dims == ("chain", "draw", "sample") and w.shape == (1, 4, 8)
+    assert torch.equal(torch.from_numpy(w.values[0]), lw)  # draw k, sample i = log w_k(x_i)
+    c = idata.constant_data
+    assert c["mi_lower_term"].dims == ("sample",) and c["mi_lower_term"].shape == (8,)
+    assert c["log_weight_backward"].dims == ("sample",)
+    assert c["acceptance"].shape == (4, 8) and c["beta"].shape == (6,)
+    assert idata.attrs["bound"] == "ais" and idata.attrs["num_particles"] == 4
+    # more chains than samples, and an estimate without log-weights (IWAE): no warning either
+    _ais_like(n=3, k=16)[0].to_inference_data()
+    est().to_inference_data()

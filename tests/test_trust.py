@@ -107,7 +107,7 @@ def test_unexplained_batch_dimension_is_an_error_naming_the_site(bound):
     kw = dict(num_steps=5) if bound == "ais" else {}
     with pytest.raises(VectorizationError, match=r"site 'y' has batch shape \(3, 3, 12\)"):
         mutual_information(_regression_with_singleton_dims, "y", bound=bound, num_samples=8,
-                           seed=0, progress=False, **kw)
+                           seed=0, progress=False, vectorize=True, **kw)
     assert _PYRO_STACK == []
 
 
@@ -291,7 +291,7 @@ def test_failed_call_leaves_no_handler_and_later_calls_work():
         pyro.sample("x", dist.Normal(z.reshape(-1)[:2], 0.5).to_event(1))
 
     with pytest.raises(VectorizationError):
-        mutual_information(breaks_under_plates, "x", num_samples=4, seed=0)
+        mutual_information(breaks_under_plates, "x", num_samples=4, seed=0, vectorize=True)
     assert _PYRO_STACK == []
     # the user's own model still samples with its own shape, and pyromi still works
     assert pyro.poutine.trace(_gauss).get_trace().nodes["z"]["value"].shape == (2,)
@@ -491,7 +491,7 @@ def test_sample_mixing_is_caught_without_densities(bound):
 
     kw = {} if bound == "mist" else dict(train_steps=5)
     with pytest.raises(VectorizationError, match="parameter 'loc'.*mixes values"):
-        mutual_information(mixing, "x", bound=bound, num_samples=64, seed=0, **kw)
+        mutual_information(mixing, "x", bound=bound, num_samples=64, seed=0, vectorize=True, **kw)
 
 
 def test_ais_overflow_of_a_constrained_latent_is_a_rejected_move_not_a_nan_error():
@@ -521,7 +521,7 @@ def test_pure_vectorisation_failure_is_not_blamed_on_the_model():
 
     model()  # runs on its own
     with pytest.raises(VectorizationError, match="not vectorisable"):
-        mutual_information(model, "x", num_samples=8, num_particles=4, seed=0)
+        mutual_information(model, "x", num_samples=8, num_particles=4, seed=0, vectorize=True)
     assert _PYRO_STACK == []
 
 

@@ -1,3 +1,4 @@
+import warnings
 """Every bad input raises an error that names the site or argument and says what to do."""
 
 import math
@@ -112,13 +113,32 @@ def test_factor_is_rejected():
         ModelAdapter(model, "x")
 
 
-def test_missing_to_event_names_the_site():
+def test_missing_to_event_outside_plates_is_read_as_event_dims():
+    """Plain Pyro sums a site's log density over every dimension, so a model written without
+    .to_event (no plates) is valid: pyromi reads those dims as event dims and stays batched."""
     def model():
         z = pyro.sample("z", dist.Normal(torch.zeros(5), 1.0))  # no .to_event(1)
-        pyro.sample("x", dist.Normal(z, 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0))  # nor here
 
-    with pytest.raises(VectorizationError, match=r"site 'z'.*to_event"):
-        ModelAdapter(model, "x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adapter = ModelAdapter(model, "x")
+    assert not adapter.sequential and adapter.sites["z"].local_shape == (5,)
+    joint = adapter.sample_joint(4)
+    lp = dist.Normal(0.0, 1.0).log_prob(joint.latent["z"]).sum(-1)
+    assert torch.allclose(joint.log_prior, lp)
+    ll = dist.Normal(joint.latent["z"], 1.0).log_prob(joint.observed["x"]).sum(-1)
+    assert torch.allclose(joint.log_likelihood, ll)
+
+
+def test_missing_to_event_with_vectorize_true_names_the_site():
+    def model():
+        with pyro.plate("p", 2, dim=-2):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, 5), 1.0))  # dim -1 in no plate
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(2))
+
+    with pytest.raises(VectorizationError, match=r"site 'z'.*"):
+        ModelAdapter(model, "x", vectorize=True)
 
 
 def test_model_mixing_samples_is_not_vectorisable():
@@ -128,7 +148,7 @@ def test_model_mixing_samples_is_not_vectorisable():
         pyro.sample("x", dist.Normal(z.flip(0), 0.1).to_event(1))
 
     with pytest.raises(VectorizationError, match=r"site 'x'.*mixes values across leading"):
-        ModelAdapter(model, "x")
+        ModelAdapter(model, "x", vectorize=True)
 
 
 def test_model_that_reshapes_is_not_vectorisable():
@@ -137,7 +157,7 @@ def test_model_that_reshapes_is_not_vectorisable():
         pyro.sample("x", dist.Normal(z.reshape(-1), 1.0).to_event(1))
 
     with pytest.raises(VectorizationError, match="not vectorisable|broadcast over leading"):
-        ModelAdapter(model, "x")
+        ModelAdapter(model, "x", vectorize=True)
 
 
 def test_latent_that_depends_on_x_is_rejected():
@@ -204,7 +224,7 @@ def test_samples_only_adapter_scores_nothing_and_still_checks_shapes():
         pyro.sample("x", _NoLogProb(z.reshape(-1)))  # folds the sample dimension into x
 
     with pytest.raises(VectorizationError, match="site 'x'"):
-        ModelAdapter(mixes, "x", densities=False)
+        ModelAdapter(mixes, "x", densities=False, vectorize=True)
 
     def discrete():
         z = pyro.sample("z", dist.Bernoulli(0.5))

@@ -21,7 +21,7 @@ from ..adapter import JointSamples, ModelAdapter
 from ..bounds.ais import ais_bound_terms
 from ..proposals.base import Proposal
 from ..result import MIEstimate
-from .checks import WIDE_SANDWICH, check_finite_terms, loose_bound_advice
+from .checks import WIDE_SANDWICH, check_finite_terms, divergence_advice, loose_bound_advice
 from ..samplers.ais import (
     AISResult,
     AnnealingPath,
@@ -34,7 +34,8 @@ from ..samplers.ais import (
 from ..samplers.pyro_kernel import run_ais_with_kernel
 from ..samplers.schedules import SCHEDULES, anneal_schedule, equal_length_schedule
 
-__all__ = ["ais_mi", "ais_block", "sample_blocks", "ais_on_path", "plan_kernels", "pareto_khat", "default_pilot_steps"]
+__all__ = ["ais_mi", "ais_block", "sample_blocks", "ais_on_path", "plan_kernels", "pareto_khat",
+           "default_pilot_steps", "divergence_fraction", "ess_fraction", "PARETO_MIN_DRAWS"]
 
 
 def default_pilot_steps(num_steps: int) -> int:
@@ -95,31 +96,94 @@ def plan_kernels(
     return tables, info
 
 
+#: fewest draws per sample for a Pareto k-hat (the tail fit uses the largest max(5, ...) of them)
+PARETO_MIN_DRAWS = 10
+
+
 def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
     """Pareto shape k-hat of the largest importance weights, per sample (PSIS diagnostic).
 
-    Fits a generalised Pareto distribution (``pyro.ops.stats.fit_generalized_pareto``) to the
-    ``M = min(K/5, 3 sqrt(K))`` largest weights over their threshold. ``k > 0.7`` means the log-mean
-    of the weights is unreliable. NaN when K < 10.
+    ``log_weights`` is ``(K, N)``: K draws for each of N samples. Fits a generalised Pareto
+    distribution (``pyro.ops.stats.fit_generalized_pareto``, Zhang & Stephens as in PSIS) to the
+    exceedances of the ``M = max(5, min(K/5, 3 sqrt(K)))`` largest weights over the next one.
+    k-hat is invariant to the scale of the weights, so the exceedances are formed as
+    ``expm1(log w - log w_threshold)``: a tail spanning hundreds of nats does not underflow.
+    ``k > 0.7`` means the log-mean of the weights is unreliable.
+
+    Returns a float64 ``(N,)`` tensor, never NaN. Per sample:
+
+    * a finite k-hat from the fit, when at least 5 of the M exceedances are positive and finite;
+    * ``+inf`` (unreliable; arviz's convention) when no tail can be fitted: K < ``PARETO_MIN_DRAWS``
+      (10) draws; a log-weight that is NaN or ``+inf``; fewer than 5 positive exceedances (the
+      top weights are tied with the threshold, or the finite weights are fewer than 6, the rest
+      zero); or exceedances beyond float64 range (the tail spans more than ~700 nats: a few draws
+      carry all the weight);
+    * ``-inf`` (no tail at all: the log-mean is exact) when the M + 1 largest weights are all equal.
     """
     K, N = log_weights.shape
-    out = torch.full((N,), float("nan"), dtype=torch.float64)
-    if K < 10:
+    inf = float("inf")
+    out = torch.full((N,), inf, dtype=torch.float64)
+    if K < PARETO_MIN_DRAWS:
         return out
     M = max(5, int(min(K / 5, 3 * math.sqrt(K))))
     lw = log_weights.double().cpu()
-    lw = lw - lw.max(0).values
-    top, _ = lw.topk(M + 1, dim=0)
+    top, _ = lw.topk(M + 1, dim=0)  # descending; NaN sorts first
     for i in range(N):  # post-processing, outside any sampling loop
-        w = top[:, i].exp()
-        exceed = (w[:-1] - w[-1]).flip(0)
-        if bool((exceed > 0).sum() >= 5):
-            try:
-                k, _ = fit_generalized_pareto(exceed[exceed > 0])
-            except (ZeroDivisionError, ValueError):  # degenerate tail (e.g. all weights equal)
-                continue
+        col = top[:, i]
+        if bool(torch.isnan(col).any()) or bool((col == inf).any()):
+            continue  # a NaN or infinite weight: unreliable
+        thr = col[-1]
+        if bool((col == thr).all()):
+            out[i] = -inf  # the largest weights are equal: no tail
+            continue
+        if thr == -inf:  # fewer than M + 1 non-zero weights: exceedances are the weights themselves
+            exceed = (col[:-1] - col[0]).exp()
+        else:
+            exceed = torch.expm1(col[:-1] - thr)
+        exceed = exceed.flip(0)
+        ok = (exceed > 0) & torch.isfinite(exceed)
+        if int(ok.sum()) < 5 or not bool(torch.isfinite(exceed).all()):
+            continue
+        try:
+            k, _ = fit_generalized_pareto(exceed[ok])
+        except (ZeroDivisionError, ValueError, RuntimeError):  # degenerate tail
+            continue
+        if math.isfinite(k):
             out[i] = float(k)
     return out
+
+
+def pareto_note(khat: torch.Tensor, num_draws: int) -> str:
+    """What the infinite entries of a :func:`pareto_khat` result mean, for ``diagnostics``."""
+    if num_draws < PARETO_MIN_DRAWS:
+        return (f"pareto_k is +inf for every sample: a tail fit needs K >= {PARETO_MIN_DRAWS} "
+                f"chains (K = {num_draws}); judge the weights by ess_fraction and bdmc_gap instead")
+    n_pos, n_neg = int((khat == float("inf")).sum()), int((khat == -float("inf")).sum())
+    parts = []
+    if n_pos:
+        parts.append(f"+inf for {n_pos} sample(s): no tail could be fitted because a few chains "
+                     "carry all the weight (unreliable, like k > 0.7)")
+    if n_neg:
+        parts.append(f"-inf for {n_neg} sample(s): the largest weights are all equal (no tail)")
+    return "pareto_k is " + "; ".join(parts)
+
+
+def divergence_fraction(divergences: int, num_chains: int, num_samples: int, num_steps: int) -> float:
+    """Divergent HMC transitions over all transitions: ``num_chains`` chains for each of
+    ``num_samples`` samples make ``num_steps - 1`` transitions each (0.0 when there are none)."""
+    moves = num_chains * num_samples * max(num_steps - 1, 0)
+    return divergences / moves if moves > 0 else 0.0
+
+
+def ess_fraction(log_weights: torch.Tensor) -> torch.Tensor:
+    """Importance-weight ESS over K, per sample: ``exp(2 LSE(lw) - LSE(2 lw)) / K`` (never NaN: 0
+    for a sample whose weights are all zero, all ``-inf``, or not finite)."""
+    K = log_weights.shape[0]
+    lw = log_weights.double()
+    finite = torch.isfinite(lw) | (lw == -float("inf"))
+    ess = torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)) / K
+    bad = ~finite.all(0) | torch.isnan(ess)
+    return torch.where(bad, torch.zeros_like(ess), ess)
 
 
 def ais_block(
@@ -270,9 +334,10 @@ def ais_mi(
         lower_terms.append(lo)
         upper_terms.append(up)
         lw = res.log_weights
-        ess.append(torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0)) / K)
+        ess.append(ess_fraction(lw))
         khat.append(pareto_khat(lw))
-        gap.append(res.log_weight_backward - lw.mean(0))
+        g = res.log_weight_backward - lw.mean(0)  # NaN only if both are -inf: no finite chain
+        gap.append(torch.where(torch.isnan(g), torch.full_like(g, float("inf")), g))
         acc.append(res.acceptance)
         acc_b.append(res.acceptance_backward)
         eps_tables.append(tables.step_size)
@@ -289,13 +354,15 @@ def ais_mi(
         "or use more chains (num_particles=).",
     )
     est_lower, est_upper = float(lower.mean()), float(upper.mean())
+    n_div = int(torch.cat(div).sum())
     width = est_upper - est_lower
     rel = width / max(abs(0.5 * (est_upper + est_lower)), 1e-12)
     wide = rel > WIDE_SANDWICH
     diagnostics = {
         "acceptance": torch.cat(acc, 1),  # (T - 1, N) forward chains, per level
         "acceptance_backward": None if acc_b[0] is None else torch.cat(acc_b, 1),
-        "acceptance_mean": float(torch.cat(acc, 1).mean()) if T > 1 else float("nan"),
+        # None at T = 1: importance sampling makes no HMC transition
+        "acceptance_mean": float(torch.cat(acc, 1).mean()) if T > 1 else None,
         "step_size": torch.cat(eps_tables, 1),  # (T + 1, N)
         "betas": betas_list[0] if len(betas_list) == 1 else torch.stack(betas_list),
         "ess_fraction": torch.cat(ess),
@@ -303,7 +370,9 @@ def ais_mi(
         "pareto_k": torch.cat(khat),
         "bdmc_gap": torch.cat(gap),  # log w_bwd - mean log w_fwd: single-chain sandwich width
         "bdmc_gap_mean": float(torch.cat(gap).mean()),
-        "divergences": int(torch.cat(div).sum()),
+        "divergences": n_div,
+        # of the (K + 1) N (T - 1) transitions; heavy divergence comes with advice (checks.py)
+        "divergence_fraction": divergence_fraction(n_div, K + 1, joint.num_samples, T),
         # (T, N): spread of each log-weight increment across forward chains; spikes mark levels
         # where the schedule is too coarse
         "log_weight_increment_var": torch.cat(inc_var, 1),
@@ -313,8 +382,12 @@ def ais_mi(
         "wide_sandwich": wide,
         "seconds": time.perf_counter() - t0,
     }
+    k_all = diagnostics["pareto_k"]
+    if not bool(torch.isfinite(k_all).all()):
+        diagnostics["pareto_k_note"] = pareto_note(k_all, K)
     # a wide sandwich and a negative lower bound each get their note (both when both hold)
     loose_bound_advice("ais", est_lower, est_upper, diagnostics, stacklevel=3)
+    divergence_advice("ais", adapter, diagnostics)
     settings = {
         "num_steps": T,
         "schedule": schedule if isinstance(schedule, str) else "array",

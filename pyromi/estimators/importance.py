@@ -13,6 +13,7 @@ import time
 import pyro
 import torch
 
+from .._progress import ProgressBar, check_progress
 from ..adapter import JointSamples, ModelAdapter, ModelEvaluation
 from ..bounds.iwae import IWAEAccumulator, ba_terms
 from ..errors import DensityError
@@ -50,7 +51,7 @@ def importance_mi(
     bound: str = "iwae",
     num_particles: int = 1000,
     max_batch: int = 2**18,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> MIEstimate:
     """IWAE sandwich (``bound="iwae"``) or Barber-Agakov lower bound (``bound="ba"``) on I(x; z).
 
@@ -60,7 +61,8 @@ def importance_mi(
         joint: the N evaluation pairs (x_i, z_i*) ~ p(x, z).
         num_particles: K proposal draws per sample (IWAE only).
         max_batch: most (particle, sample) pairs evaluated in one model pass.
-        progress: show a tqdm bar over model passes.
+        progress: a bar over the model passes on stderr (``None``, default: once the run has
+            taken a few seconds, e.g. at large K; ``True``: from the start; ``False``: never).
     """
     if bound not in ("iwae", "ba"):
         raise ValueError(f"importance_mi computes bound='iwae' or 'ba', got {bound!r}")
@@ -68,11 +70,12 @@ def importance_mi(
         raise ValueError(f"num_particles (K) must be a positive int, got {num_particles!r}")
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    check_progress(progress)
     t0 = time.perf_counter()
     n = joint.num_samples
     ll_star = joint.log_likelihood.double()
     log_q_star = log_q_at_posterior_samples(adapter, proposal, joint)
-    lw_star = joint.log_prior.double() + ll_star - log_q_star
+    lw_star = joint.log_density_star.double() - log_q_star
     settings = {"proposal": repr(proposal), "device": str(adapter.device), "dtype": str(adapter.dtype)}
     names = dict(observed=tuple(adapter.observed_names), latent=tuple(adapter.latent_names))
 
@@ -90,14 +93,10 @@ def importance_mi(
     k_chunk = max(1, min(num_particles, max_batch // n_chunk))
     blocks = [(a, min(a + n_chunk, n)) for a in range(0, n, n_chunk)]
     passes = len(blocks) * -(-num_particles // k_chunk)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=passes, desc=f"iwae K={num_particles}")
     upper_terms, lower_terms, ess, zstar_w = [], [], [], []
     bad = torch.zeros((), dtype=torch.bool, device=ll_star.device)
-    with torch.no_grad(), pyro.validation_enabled(False):
+    with torch.no_grad(), pyro.validation_enabled(False), \
+            ProgressBar(passes, f"iwae K={num_particles}", progress) as bar:
         for a, b in blocks:
             obs = _block(joint.observed, a, b)
             acc = IWAEAccumulator(num_particles, ll_star[a:b], lw_star[a:b])
@@ -108,14 +107,11 @@ def importance_mi(
                 bad |= torch.isnan(lw).any() | (lw == float("inf")).any()
                 acc.update(lw)
                 done += k
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             upper_terms.append(acc.upper_terms())
             lower_terms.append(acc.lower_terms())
             ess.append(acc.ess_fraction())
             zstar_w.append(acc.posterior_sample_weight())
-    if bar is not None:
-        bar.close()
     if bool(bad):
         raise DensityError(
             "a proposal draw gave a NaN or +inf log importance weight (log p(x, z) - log q(z|x)). "

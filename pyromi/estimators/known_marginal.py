@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .._state import warn as _warn
+from .._progress import ProgressBar, check_progress
 from .._rng import RNGStream, check_seed, derived_seed, seeded
 from .._state import entry_point
 from ..adapter import JointSamples, ModelAdapter
@@ -79,6 +80,8 @@ class _CriticTrainer:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         seed: int | None = 0,
+        data_plate: str | bool | None = None,
+        vectorize: bool | str = "auto",
     ) -> None:
         seed = check_seed(seed)
         check_optim(optim)
@@ -92,7 +95,8 @@ class _CriticTrainer:
             raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
         self.adapter = ModelAdapter(
             model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
-            device=device, dtype=dtype, seed=seed, likelihood=False,
+            device=device, dtype=dtype, seed=seed, likelihood=False, data_plate=data_plate,
+            vectorize=vectorize,
         )
         a = self.adapter
         self.x_dim = sum(math.prod(a.sites[n].local_shape) for n in a.observed_names)
@@ -186,25 +190,24 @@ class _CriticTrainer:
         return value
 
     @entry_point
-    def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
+    def run(self, num_steps: int, *, seed: int | None = None,
+            progress: bool | None = None) -> list[float]:
         """Take ``num_steps`` steps; returns this run's objective history.
 
         ``seed=s`` first restarts the trainer's random stream from ``s`` (the draws a new trainer
         built with ``seed=s`` would make); ``seed=None`` continues the trainer's stream. Either way
-        torch's global RNG is neither read nor changed."""
+        torch's global RNG is neither read nor changed. ``progress``: a bar on stderr with the
+        current objective (``None``, default: once the run has taken a few seconds; ``True``: from
+        the start; ``False``: never)."""
         num_steps = check_num_steps(num_steps)
         seed = check_seed(seed)
+        check_progress(progress)
         start = len(self.history)
         if seed is not None:
             self._rng.reset(seed)
-        with self._rng.active():
-            steps = range(num_steps)
-            if progress:
-                from tqdm.auto import tqdm
-
-                steps = tqdm(steps, desc=f"train {self.bound}")
-            for _ in steps:
-                self._step()
+        with self._rng.active(), ProgressBar(num_steps, f"train {self.bound}", progress) as bar:
+            for _ in range(num_steps):
+                bar.update(1, postfix=f"objective {self._step():.4g}")
         return self.history[start:]
 
     def _estimate(self, lower: torch.Tensor, joint: JointSamples, k, settings, diagnostics):
@@ -531,13 +534,16 @@ class MINEAIS(_CriticTrainer):
     def evaluate(self, num_samples: int = 256, num_particles: int = 16, num_steps: int = 500, *,
                  schedule="adaptive", num_leapfrog: int = 10, seed: int | None = None,
                  joint: JointSamples | None = None, max_batch: int = 2**16,
-                 progress: bool = False) -> MIEstimate:
+                 progress: bool | None = None) -> MIEstimate:
         """Multi-Sample AIS lower bound on fresh joint pairs (or the given ``joint``).
 
         Per sample: ``T(x, z*) - LME(log w_bwd, log w_1, ..., log w_{K-1})`` with AIS from p(z) to
         p(z) e^{T(x, z)}; samples are processed in blocks of at most ``max_batch`` (chain, sample)
-        pairs, each block with its own pilot-tuned, frozen kernels.
+        pairs, each block with its own pilot-tuned, frozen kernels. ``progress``: the bar over the
+        annealing transitions, passed to the AIS sampler (``True``: shown, ``False``: never,
+        ``None``: the sampler's automatic choice).
         """
+        check_progress(progress)
         from .ais import _check_args
 
         _check_args(num_particles, num_steps, num_leapfrog, schedule, 0.65)

@@ -17,6 +17,7 @@ import pyro
 import torch
 from torch import nn
 
+from .._progress import ProgressBar, check_progress
 from .._rng import RNGStream, check_seed, seeded
 from .._state import entry_point
 from ..adapter import ModelAdapter
@@ -286,24 +287,23 @@ class ProposalTrainer:
         return value
 
     @entry_point
-    def run(self, num_steps: int, *, seed: int | None = None, progress: bool = False) -> list[float]:
+    def run(self, num_steps: int, *, seed: int | None = None,
+            progress: bool | None = None) -> list[float]:
         """Take ``num_steps`` steps; returns the loss history of this run.
 
         ``seed=s`` first restarts the trainer's stream from ``s`` (the draws of a new trainer built
-        with ``seed=s``); ``seed=None`` continues it. The global RNG is neither read nor changed."""
+        with ``seed=s``); ``seed=None`` continues it. The global RNG is neither read nor changed.
+        ``progress``: a bar on stderr with the current loss (``None``, default: once the run has
+        taken a few seconds; ``True``: from the start; ``False``: never)."""
         num_steps = check_num_steps(num_steps)
         seed = check_seed(seed)
+        check_progress(progress)
         start = len(self.history)
         if seed is not None:
             self._rng.reset(seed)
-        with self._rng.active():
-            steps = range(num_steps)
-            if progress:
-                from tqdm.auto import tqdm
-
-                steps = tqdm(steps, desc="fit q(z|x)")
-            for _ in steps:
-                self._step()
+        with self._rng.active(), ProgressBar(num_steps, "fit q(z|x)", progress) as bar:
+            for _ in range(num_steps):
+                bar.update(1, postfix=f"loss {self._step():.4g}")
         return self.history[start:]
 
 
@@ -315,12 +315,13 @@ def fit_proposal(
     optim: pyro.optim.PyroOptim | None = None,
     batch_size: int = 256,
     seed: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> AmortizedNormal:
     """Train ``proposal`` for ``num_steps`` steps of :class:`ProposalTrainer`; returns it.
 
     ``seed=s`` makes the fit a function of ``s`` (a private stream; the global RNG is untouched);
-    ``seed=None`` seeds that stream with one draw from torch's global RNG."""
+    ``seed=None`` seeds that stream with one draw from torch's global RNG. ``progress``: see
+    :meth:`ProposalTrainer.run` (default: a bar once the fit has taken a few seconds)."""
     ProposalTrainer(proposal, optim=optim, batch_size=batch_size, seed=seed).run(
         num_steps, progress=progress
     )

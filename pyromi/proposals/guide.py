@@ -99,6 +99,9 @@ class GuideProposal(Proposal):
             for f in site["cond_indep_stack"]
             if f.name == SAMPLE_PLATE
         ]
+        if adapter.data_plate is not None:
+            sizes = sizes or [f.size for site in proto.nodes.values() if site["type"] == "sample"
+                              for f in site["cond_indep_stack"] if f.name == adapter.data_plate.name]
         if not sizes:
             raise GuideError(
                 "the AutoNormal guide was built on the model itself, so its q(z) does not depend "
@@ -126,6 +129,12 @@ class GuideProposal(Proposal):
                 self._check_sitewise(adapter, num_samples)
                 with pyro.plate(PARTICLE_PLATE, num_particles, dim=-2 - adapter.max_plate_nesting):
                     tr = poutine.trace(guide).get_trace(*adapter.model_args, **adapter.model_kwargs)
+            elif adapter.data_plate is not None:
+                # a guide written like the model, guide(x) with the same data plate: called with
+                # the model's arguments for these samples (the data argument rebuilt from x)
+                args, kwargs = adapter.arguments(observed, num_samples)
+                with adapter._plates(num_particles, num_samples):
+                    tr = poutine.trace(guide).get_trace(*args, **kwargs)
             else:
                 with adapter._plates(num_particles, num_samples):
                     tr = poutine.trace(guide).get_trace(
@@ -226,14 +235,19 @@ def fit_autoguide(
     optim: pyro.optim.PyroOptim | None = None,
     num_particles: int = 1,
     seed: int | None = None,
+    progress: bool | None = None,
 ) -> AutoNormal:
     """Fit a site-wise AutoNormal to the N evaluation observations by maximising the ELBO.
 
     The guide is built on ``adapter.conditioned_model(joint)`` (one set of local parameters per
     observation) and trained with ``SVI(Trace_ELBO)``. Training uses only x, never z*, so the
-    resulting proposal keeps every bound valid. Returns the trained guide.
+    resulting proposal keeps every bound valid. Returns the trained guide. ``progress``: a bar on
+    stderr (``None``, default: once the fit has taken a few seconds; ``True``; ``False``).
     """
+    from .._progress import ProgressBar, check_progress
     from .._rng import seeded
+
+    check_progress(progress)
 
     model = adapter.conditioned_model(joint)
     if guide is None:
@@ -246,7 +260,8 @@ def fit_autoguide(
     )
     with seeded(seed, adapter.device):
         svi = pyro.infer.SVI(model, guide, optim, elbo)
-        with pyro.validation_enabled(False):
+        with pyro.validation_enabled(False), ProgressBar(num_steps, "fit AutoNormal", progress) as bar:
             for _ in range(num_steps):
-                svi.step(*adapter.model_args, **adapter.model_kwargs)
+                loss = svi.step(*adapter.model_args, **adapter.model_kwargs)
+                bar.update(1, postfix=f"-ELBO {loss:.4g}")
     return guide

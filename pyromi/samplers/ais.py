@@ -29,7 +29,7 @@ import torch
 from ..adapter import ModelAdapter
 from ..errors import DensityError
 from ..proposals.base import PriorProposal, Proposal
-from .hmc import DensityTerms, TemperedState, hmc_step, tempered_state
+from .hmc import DensityTerms, Rider, TemperedState, drive, hmc_step, tempered_state
 
 __all__ = ["AnnealingPath", "KernelTables", "AISResult", "pilot_run", "interpolate_tables", "run_ais"]
 
@@ -133,6 +133,97 @@ class PilotResult(NamedTuple):
     tables: KernelTables  # on the pilot grid
     tilt_std: torch.Tensor  # (G,) spread of the tilt across chains, mean over samples
     acceptance: torch.Tensor  # (G, N)
+    stability_limit: torch.Tensor | None = None  # (G, N) 2 / sqrt(curvature); None without a cap
+
+
+#: default fraction of the leapfrog stability limit ``2 / sqrt(lambda_max)`` that caps the step size
+STABILITY_FRACTION = 0.8
+#: default step-size jitter of the HMC transitions (pilot and final run): each transition's step size
+#: is drawn uniformly from ``[(1 - STEP_JITTER) eps, eps]`` (see :func:`~pyromi.samplers.hmc.hmc_step`)
+STEP_JITTER = 0.2
+
+
+def curvature_probe(
+    state: TemperedState,
+    beta: torch.Tensor,
+    inv_mass: torch.Tensor,
+    start: torch.Tensor,
+    step: torch.Tensor,
+    iterations: int = 2,
+) -> Rider:
+    """Largest curvature of ``-log f_beta`` in mass-scaled coordinates, per chain, by Lanczos.
+
+    In the coordinates ``x = u / sqrt(inv_mass)``, in which the leapfrog integrator runs with unit
+    mass, the Hessian of ``-log f_beta`` is ``H_x = S H S``, ``S = diag(sqrt(inv_mass))``; a leapfrog
+    trajectory is stable only if ``step_size < 2 / sqrt(lambda_max(H_x))`` (for a Gaussian target
+    exactly so, and beyond it the energy error grows geometrically with the number of steps).
+
+    ``iterations`` Lanczos steps from ``start`` (``(C, N, D)``, x-units) build a Krylov space per
+    chain at the positions of ``state``; each Hessian-vector product is a finite difference of the
+    gradients at ``u`` and ``u + step * S v`` (``step`` broadcasts against ``(C, N)``), so it needs
+    one model pass and no second-order autograd. A generator (:data:`~pyromi.samplers.hmc.Rider`):
+    it yields the points it needs and, at the end, returns ``(lambda, ritz)``: the largest Ritz value
+    ``(C, N)`` (a lower estimate of ``lambda_max``, exact once the Krylov space holds its
+    eigenvector; 0 where a product was not finite) and its Ritz vector ``(C, N, D)``, the warm start
+    of the next level. Run it with :func:`~pyromi.samplers.hmc.drive`, or as the ``rider`` of an
+    :func:`~pyromi.samplers.hmc.hmc_step`, whose leapfrog passes then carry its probes.
+    """
+    s = inv_mass.sqrt()
+    h = torch.as_tensor(step, dtype=state.u.dtype, device=state.u.device)
+    h = h.unsqueeze(-1) if h.dim() > 0 else h
+    g0 = state.grad_log_density(beta)
+    dim = state.u.shape[-1]
+
+    def unit(v):
+        return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+
+    v = unit(start)
+    basis, alphas, offdiag = [], [], []
+    ok = torch.ones_like(state.base, dtype=torch.bool)
+    steps = max(1, min(iterations, dim))
+    for j in range(steps):
+        probe = yield state.u + h * s * v
+        w = -s * (probe.grad_log_density(beta) - g0) / h  # H_x v
+        ok = ok & torch.isfinite(w).all(-1)
+        w = torch.where(ok.unsqueeze(-1), w, torch.zeros_like(w))
+        alphas.append((w * v).sum(-1))
+        basis.append(v)
+        if j + 1 < steps:
+            for q in basis:  # full re-orthogonalisation (a handful of vectors)
+                w = w - (w * q).sum(-1, keepdim=True) * q
+            b = w.norm(dim=-1)
+            # breakdown (the Krylov space is invariant): go on from a random orthogonal vector with
+            # a zero coupling, so that the Ritz values stay those of the space found so far
+            tiny = b <= 1e-6 * alphas[0].abs().clamp_min(1e-30)
+            r = torch.randn_like(w)
+            for q in basis:
+                r = r - (r * q).sum(-1, keepdim=True) * q
+            v = torch.where(tiny.unsqueeze(-1), unit(r), unit(w))
+            offdiag.append(torch.where(tiny, torch.zeros_like(b), b))
+    tri = torch.diag_embed(torch.stack(alphas, -1).double())
+    if offdiag:
+        off = torch.stack(offdiag, -1).double()
+        tri = tri + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    evals, evecs = torch.linalg.eigh(tri)  # ascending
+    lam = evals[..., -1].to(state.u.dtype)
+    y = evecs[..., -1].to(state.u.dtype)  # (C, N, k)
+    ritz = sum(y[..., i:i + 1] * basis[i] for i in range(len(basis)))
+    lam = torch.where(ok & torch.isfinite(lam), lam.clamp_min(0.0), torch.zeros_like(lam))
+    ritz = torch.where(ok.unsqueeze(-1) & torch.isfinite(ritz).all(-1, keepdim=True), ritz, basis[0])
+    return lam, ritz
+
+
+def max_curvature(
+    state: TemperedState,
+    density_fn,
+    beta: torch.Tensor,
+    inv_mass: torch.Tensor,
+    start: torch.Tensor,
+    step: torch.Tensor,
+    iterations: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`curvature_probe` run on its own: ``(lambda (C, N), ritz (C, N, D))``."""
+    return drive(curvature_probe(state, beta, inv_mass, start, step, iterations), density_fn)
 
 
 def pilot_run(
@@ -144,6 +235,9 @@ def pilot_run(
     init_step_size: float = 0.5,
     adapt_rate: float = 2.0,
     adapt_mass: bool = True,
+    stability_fraction: float | None = STABILITY_FRACTION,
+    lanczos_steps: int = 2,
+    step_jitter: float = STEP_JITTER,
 ) -> PilotResult:
     """Tune step sizes and diagonal masses per (level, sample) on independent forward chains.
 
@@ -152,6 +246,17 @@ def pilot_run(
     size then moves by Robbins-Monro on its log, ``log eps += rate * (mean_c accept - target)``, and
     the updated value is recorded for level g. Also records the spread of the tilt across chains
     (used to place an adaptive schedule). The returned tables are frozen for the final run.
+
+    **Stability cap** (``stability_fraction``, default 0.8; None: no cap). Acceptance-rate targeting
+    alone does not keep the step size below the leapfrog stability limit ``2 / sqrt(lambda_max)``
+    (``lambda_max``: the largest curvature of ``-log f_beta`` in mass-scaled coordinates): in few
+    dimensions, trajectories just below the limit are still accepted at a high rate, so the
+    adaptation settles at ~0.7 of the limit and its noise (acceptance averaged over a few chains,
+    noisy masses) carries a good fraction of the levels past it, where every trajectory diverges.
+    So at each level ``lambda_max`` is estimated per chain by ``lanczos_steps`` Lanczos steps
+    (:func:`max_curvature`: one gradient evaluation each, with the level's own inverse mass; warm
+    started from the previous level's Ritz vector plus fresh noise), and the step size used and
+    recorded for the level is at most ``stability_fraction * 2 / sqrt(max_c lambda)``, per sample.
     """
     adapter = path.adapter
     dtype = adapter.dtype
@@ -161,30 +266,64 @@ def pilot_run(
     u = path.sample_start(num_chains)
     state = tempered_state(u, path.density_terms)
     eps = torch.full((n,), init_step_size, dtype=dtype, device=u.device)
-    eps_rows, mass_rows, tilt_std, acc_rows = [], [], [], []
+    eps_rows, mass_rows, tilt_std, acc_rows, lim_rows = [], [], [], [], []
+    cap_on = stability_fraction is not None
+    if cap_on and not 0.0 < stability_fraction <= 1.0:
+        raise ValueError(f"stability_fraction must be in (0, 1] or None, got {stability_fraction}")
+    direction = torch.randn_like(u)
 
     def spread(state):
         if adapt_mass and num_chains > 1:
             return state.u.var(0, unbiased=True).clamp_min(1e-20)
         return torch.ones_like(state.u[0])
 
+    def probe(state, beta, inv_mass, direction, iterations):
+        fd_step = (0.1 * eps).clamp(1e-4, 0.1)
+        # warm start along the path, plus fresh noise so that the iteration cannot stay stuck on a
+        # direction that stopped being the stiffest one (the masses are re-estimated every level)
+        start = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        start = start + torch.randn_like(start) / math.sqrt(start.shape[-1])
+        return curvature_probe(state, beta, inv_mass, start, fd_step, iterations)
+
+    def limit(lam):  # (C, N) curvatures -> (N,) stability limit; +inf where none was seen
+        return 2.0 / lam.max(0).values.to(dtype).sqrt()
+
     inv_mass = spread(state)
     eps_rows.append(eps.clone())
     mass_rows.append(inv_mass)
     tilt_std.append(_finite_std(state.tilt))
     acc_rows.append(torch.ones_like(eps))
+    lam = torch.zeros_like(state.base)
+    if cap_on and lanczos_steps > 0:
+        beta0 = grid[0].to(dtype)
+        lam, direction = drive(probe(state, beta0, inv_mass, direction, max(lanczos_steps, 5)),
+                               path.density_terms)
+    if cap_on:
+        lim_rows.append(limit(lam))
     for g in range(1, G):
         beta = grid[g].to(dtype)
         inv_mass = spread(state)
-        state, info = hmc_step(state, path.density_terms, beta, eps, inv_mass, num_leapfrog)
+        # the probes at the level's starting points ride along the transition's leapfrog passes;
+        # the step size of this pilot transition is capped by the previous level's limit
+        rider = probe(state, beta, inv_mass, direction, lanczos_steps) if cap_on and lanczos_steps > 0 else None
+        state, info = hmc_step(state, path.density_terms, beta, eps, inv_mass, num_leapfrog,
+                               step_jitter=step_jitter, track_curvature=cap_on, rider=rider)
         acc = info.accept_prob.mean(0)
         eps = eps * torch.exp(adapt_rate * (acc - target_accept))
+        if cap_on:
+            if rider is not None:
+                lam, direction = info.rider_result
+            # the curvature at the chains' starting points and along the trajectories they took
+            lim = limit(torch.maximum(lam, info.curvature) if rider is not None else info.curvature)
+            lim_rows.append(lim)
+            eps = torch.minimum(eps, stability_fraction * lim)
         eps_rows.append(eps.clone())
         mass_rows.append(inv_mass)
         tilt_std.append(_finite_std(state.tilt))
         acc_rows.append(acc)
     tables = KernelTables(grid, torch.stack(eps_rows), torch.stack(mass_rows))
-    return PilotResult(tables, torch.stack(tilt_std).double().mean(-1), torch.stack(acc_rows))
+    return PilotResult(tables, torch.stack(tilt_std).double().mean(-1), torch.stack(acc_rows),
+                       torch.stack(lim_rows) if cap_on else None)
 
 
 def _finite_std(x: torch.Tensor) -> torch.Tensor:
@@ -246,6 +385,7 @@ def run_ais(
     *,
     progress: bool = False,
     hook: Callable[[int, dict], None] | None = None,
+    step_jitter: float = STEP_JITTER,
 ) -> AISResult:
     """Run K forward chains (and one backward chain from ``u_star`` ``(N, D)``) over ``tables.betas``.
 
@@ -290,7 +430,8 @@ def run_ais(
                 beta = betas_dev[level].unsqueeze(-1)  # (C, 1)
                 eps = eps_table[level]  # (C, N)
                 inv_mass = mass_table[level]  # (C, N, D)
-                state, info = hmc_step(state, path.density_terms, beta, eps, inv_mass, num_leapfrog)
+                state, info = hmc_step(state, path.density_terms, beta, eps, inv_mass, num_leapfrog,
+                                       step_jitter=step_jitter)
                 div = div + info.diverging.long()
                 acc_f.append(info.accept_prob[:K].mean(0))
                 if backward:

@@ -17,12 +17,12 @@ sizes are per chain.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["TemperedState", "HMCInfo", "tempered_state", "hmc_step", "DensityTerms"]
+__all__ = ["TemperedState", "HMCInfo", "tempered_state", "hmc_step", "DensityTerms", "Rider", "drive"]
 
 
 class DensityTerms(NamedTuple):
@@ -64,6 +64,30 @@ class HMCInfo(NamedTuple):
     accept_prob: torch.Tensor
     accepted: torch.Tensor  # bool
     diverging: torch.Tensor  # bool: non-finite energy or energy error above the threshold
+    #: with ``track_curvature=True``: the largest secant curvature met along the trajectory, in
+    #: mass-scaled coordinates (0 for a divergent trajectory); else None
+    curvature: torch.Tensor | None = None
+    #: the return value of the ``rider`` generator, if one was given
+    rider_result: Any = None
+
+
+#: A computation that needs the density terms at points of its choosing: a generator that yields
+#: points ``(C', N, D)``, receives a :class:`TemperedState` at each, and returns a result.
+Rider = Generator[torch.Tensor, TemperedState, Any]
+
+
+def _slice(st: TemperedState, a: int | None, b: int | None) -> TemperedState:
+    return TemperedState(*(t[a:b] for t in st))
+
+
+def drive(rider: Rider, density_fn: DensityFn) -> Any:
+    """Run a :data:`Rider` on its own (one model pass per point it asks for); return its result."""
+    try:
+        pts = next(rider)
+        while True:
+            pts = rider.send(tempered_state(pts, density_fn))
+    except StopIteration as stop:
+        return stop.value
 
 
 def tempered_state(u: torch.Tensor, density_fn: DensityFn) -> TemperedState:
@@ -106,6 +130,9 @@ def hmc_step(
     num_leapfrog: int,
     *,
     max_energy_error: float = 1000.0,
+    step_jitter: float = 0.0,
+    track_curvature: bool = False,
+    rider: Rider | None = None,
 ) -> tuple[TemperedState, HMCInfo]:
     """One HMC transition leaving ``f_beta(u) = exp(base + beta * tilt)`` invariant, per chain.
 
@@ -116,6 +143,28 @@ def hmc_step(
         step_size: leapfrog step size, broadcastable to ``(C, N)``.
         inv_mass: diagonal inverse mass, broadcastable to ``(C, N, D)``.
         num_leapfrog: leapfrog steps L.
+        max_energy_error: an energy error ``H_L - H_0`` above this counts as a divergence.
+        step_jitter: each chain's step size is drawn uniformly from ``[(1 - step_jitter) eps, eps]``
+            for this transition, independently of its state (0: exactly ``eps``). A mixture of
+            reversible kernels that each leave ``f_beta`` invariant, with weights that do not depend
+            on the state, is itself reversible and ``f_beta``-invariant, so the kernel stays a
+            valid (and self-reversing) AIS transition. The jitter breaks the resonances of a fixed
+            trajectory length ``L eps``: on a near-Gaussian target in mass-scaled coordinates,
+            a leapfrog trajectory whose phase advance is close to a multiple of 2 pi returns to its
+            start and the chain barely moves.
+        track_curvature: also return ``info.curvature``: per chain, the largest secant curvature
+            ``|S (g_(k+1) - g_k)| / |(u_(k+1) - u_k) / S|`` (``S = sqrt(inv_mass)``, ``g`` the gradient
+            of ``log f_beta``) over the leapfrog steps of the trajectory, i.e. the curvature of the
+            target along the path the integrator actually travelled, in the coordinates in which
+            it runs with unit mass; 0 for a divergent trajectory (whose far-flung points say
+            nothing about the region the chains sample). Used by the pilot run to keep step sizes
+            below the leapfrog stability limit ``2 / sqrt(curvature)``.
+        rider: a generator that asks for density terms at points of its own (e.g. Hessian-vector
+            probes at the current positions): each point it yields is evaluated in the same model
+            pass as the next leapfrog position (concatenated along the chain dimension, which the
+            chain-independent ``density_fn`` allows), so it costs no extra model call while the
+            trajectory lasts; any it asks for after the last leapfrog step get passes of their own.
+            Its return value is ``info.rider_result``. It does not affect the transition.
 
     Momentum ``r ~ N(0, M)``; Hamiltonian ``H = -log f_beta(u) + r^T M^{-1} r / 2``; accept with
     probability ``min(1, exp(H_0 - H_L))``. A proposal where the target is zero (``H_L = +inf``), a
@@ -124,19 +173,52 @@ def hmc_step(
     """
     beta = torch.as_tensor(beta, dtype=state.base.dtype, device=state.u.device)
     eps = torch.as_tensor(step_size, dtype=state.u.dtype, device=state.u.device)
+    if step_jitter > 0.0:
+        eps = eps * (1.0 - step_jitter * torch.rand_like(state.base, dtype=state.u.dtype))
     eps_u = eps.unsqueeze(-1) if eps.dim() > 0 else eps
     r = torch.randn_like(state.u) * inv_mass.rsqrt()
     kinetic0 = 0.5 * (r * r * inv_mass).sum(-1)
     h0 = -state.log_density(beta) + kinetic0
 
     new = state
-    r = r + 0.5 * eps_u * new.grad_log_density(beta)
+    grad = new.grad_log_density(beta)
+    r = r + 0.5 * eps_u * grad
+    curv = torch.zeros_like(state.base) if track_curvature else None
+    scale = inv_mass.sqrt() if track_curvature else None
+    pending: torch.Tensor | None = None
+    rider_result = None
+    if rider is not None:
+        try:
+            pending = next(rider)
+        except StopIteration as stop:
+            rider_result = stop.value
+
+    def feed(terms: TemperedState) -> None:
+        nonlocal pending, rider_result
+        try:
+            pending = rider.send(terms)
+        except StopIteration as stop:
+            pending, rider_result = None, stop.value
+
     for step in range(num_leapfrog):
         u = new.u + eps_u * inv_mass * r
-        new = tempered_state(u, density_fn)
+        prev_u, prev_grad = new.u, grad
+        if pending is None:
+            new = tempered_state(u, density_fn)
+        else:
+            both = tempered_state(torch.cat([u, pending.to(u)], 0), density_fn)
+            c = u.shape[0]
+            new = _slice(both, None, c)
+            feed(_slice(both, c, None))
+        grad = new.grad_log_density(beta)
+        if track_curvature:
+            sec = (scale * (grad - prev_grad)).norm(dim=-1) / ((new.u - prev_u) / scale).norm(dim=-1)
+            curv = torch.maximum(curv, torch.where(torch.isfinite(sec), sec, torch.zeros_like(sec)))
         if step < num_leapfrog - 1:
-            r = r + eps_u * new.grad_log_density(beta)
-    r = r + 0.5 * eps_u * new.grad_log_density(beta)
+            r = r + eps_u * grad
+    r = r + 0.5 * eps_u * grad
+    while pending is not None:
+        feed(tempered_state(pending, density_fn))
     h1 = -new.log_density(beta) + 0.5 * (r * r * inv_mass).sum(-1)
 
     delta = h0 - h1  # log acceptance ratio
@@ -150,4 +232,6 @@ def hmc_step(
     accept_prob = log_accept.exp()
     accepted = torch.rand_like(accept_prob).log() < log_accept
     out = _where(accepted, new, state)
-    return out, HMCInfo(accept_prob, accepted, diverging)
+    if track_curvature:
+        curv = torch.where(diverging, torch.zeros_like(curv), curv)
+    return out, HMCInfo(accept_prob, accepted, diverging, curv, rider_result)
