@@ -3,7 +3,9 @@
 Every long-running entry point takes ``progress=``:
 
 * ``None`` (the default): **automatic**, a bar appears once the run has lasted ``AUTO_DELAY``
-  seconds, so long runs show one and short ones (tests, small examples) print nothing;
+  seconds, and only on an interactive terminal (stderr a TTY), so long runs show one, while short
+  ones (tests, small examples), logs, CI and notebooks run headless stay clean (pass ``True``
+  there to see one);
 * ``True``: a bar from the first step; ``False``: never.
 
 The bar is tqdm's (``tqdm.auto``: a widget in Jupyter, else text on stderr), never part of a
@@ -29,6 +31,15 @@ def check_progress(progress) -> bool | None:
         f"progress= must be True (a bar from the start), False (none) or None (a bar once the run "
         f"has taken {AUTO_DELAY:g} s), got {progress!r}"
     )
+
+
+def _interactive() -> bool:
+    import sys
+
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _tqdm(**kwargs):
@@ -59,7 +70,8 @@ class ProgressBar:
         """Count ``n`` more units done; ``postfix`` (e.g. the current objective) is shown after the bar."""
         self.n += n
         if self._bar is None:
-            if self.mode is not None or time.perf_counter() - self._start < AUTO_DELAY:
+            if self.mode is not None or time.perf_counter() - self._start < AUTO_DELAY \
+                    or not _interactive():
                 return
             self._open()
             if postfix is not None:

@@ -294,6 +294,8 @@ def mutual_information(
         vectorize=vectorize,
     )
     max_batch = pairs_per_pass(adapter, max_batch, max_memory)
+    if joint is None:
+        check_rows_balanced(adapter, num_samples)
     # with a given joint batch, the proposal draws must not replay the stream that drew it (a
     # batch drawn with the same seed would hand each sample its own z* as a "proposal" draw,
     # making the upper bound collapse onto the lower one): seed from a derived value instead
@@ -357,6 +359,21 @@ def mutual_information(
                         pairs_per_pass=max_batch)
     est = record_model_layout(est, adapter)
     return _reparam_result(reparam_info, est)
+
+
+def check_rows_balanced(adapter: ModelAdapter, num_samples: int) -> None:
+    """Under a data plate with covariates, sample i uses data point ``i mod B``: warn when N is not
+    a multiple of B (some data points then count once more than others in the average)."""
+    plate = adapter.data_plate
+    if plate is None or not plate.covariates() or num_samples % plate.size == 0:
+        return
+    _warn(
+        f"num_samples={num_samples} is not a multiple of the {plate.size} data points of plate "
+        f"'{plate.name}': sample i uses data point i mod {plate.size}, so the first "
+        f"{num_samples % plate.size} data points count once more than the others in the "
+        f"per-data-point average. Pass num_samples as a multiple of {plate.size} (e.g. "
+        f"{plate.size * max(1, round(num_samples / plate.size))}) to weight them equally."
+    )
 
 
 def record_model_layout(est: MIEstimate, adapter: ModelAdapter) -> MIEstimate:
@@ -506,6 +523,8 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
         if joint is not None:
             _check_joint(joint, trainer.adapter)
         trainer.run(train_steps, progress=progress)
+        if joint is None:
+            check_rows_balanced(trainer.adapter, num_samples)
         if bound == "mine_ais":
             est = trainer.evaluate(num_samples, k, num_steps, schedule=schedule,
                                    num_leapfrog=num_leapfrog, joint=joint, progress=progress,
@@ -612,12 +631,12 @@ def log_marginal(
         Other arguments as in :func:`mutual_information` with ``bound="ais"``.
     """
     check_seed(seed)
-    from .audit import _check_finite_data, _takes_data
+    from .audit import _check_finite_data, _takes_data, check_data_argument
 
     data_argument = (isinstance(data, torch.Tensor) and not model_args and latent_values is None
                      and _takes_data(model))
     if data_argument:  # model(x) with obs=x (Pyro's VAE example): the data are its argument
-        model_args = (data,)
+        model_args = (check_data_argument(data),)
     original_model = model
     model, latent, reparam_info = _reparam_model(reparam, model, observed, latent, model_args,
                                                  model_kwargs, start=start)

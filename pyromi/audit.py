@@ -108,6 +108,9 @@ class AuditReport:
         k, t = m.num_particles, m.settings.get("num_steps")
         row(f"I(x; z) under the model (AIS, N={m.num_samples}, K={k}, T={t})",
             f"[{m.lower:.3f}, {m.upper:.3f}]")
+        if m.lower_se is not None and math.isfinite(m.lower_se):
+            row("  Monte Carlo s.e. over the N draws (lower / upper)",
+                f"{m.lower_se:.3f} / {m.upper_se:.3f}")
         if self.rate is not None:
             src = "simulated x" if self.x_source == "model" else "data x"
             row(f"encoder rate R = E KL(q(z|x) || p(z))", f"{self.rate:.3f} ± {self.rate_se:.3f}")
@@ -135,6 +138,23 @@ class AuditReport:
         from .plots import plot_audit
 
         return plot_audit(self, path=path, ax=ax)
+
+
+def check_data_argument(data) -> torch.Tensor:
+    """``data=`` passed as the model's argument: a non-empty tensor (a ``TypeError`` or a
+    :class:`PyromiError` naming ``data=`` otherwise)."""
+    from .errors import PyromiError
+
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(
+            f"data= is passed as the model's argument (model(x)); it must be a tensor, got "
+            f"{type(data).__name__}."
+        )
+    if data.dim() == 0 or data.shape[0] == 0:
+        raise PyromiError(
+            f"data= holds no data points (shape {tuple(data.shape)}); pass at least one row."
+        )
+    return data
 
 
 def _takes_data(model: Callable) -> bool:
@@ -279,12 +299,7 @@ def _audit(
         raise ValueError(f"start must be 'guide' or None, got {start!r}")
     data_argument = data is not None and not model_args and _takes_data(model)
     if data_argument:  # model(x) with obs=x: the data are the model's argument
-        if not isinstance(data, torch.Tensor):
-            raise TypeError(
-                f"data= is passed as the model's argument (model(x)); it must be a tensor, got "
-                f"{type(data).__name__}."
-            )
-        model_args = (data,)
+        model_args = (check_data_argument(data),)
     adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
                            data_plate=data_plate)
     x_data = None

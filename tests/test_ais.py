@@ -2,6 +2,7 @@
 schedules, guide start, constrained and multi-site models, faults (bounds.md 2.6-2.7, 8)."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -182,18 +183,22 @@ def test_multi_site_plated_model(hier):
 
 
 def test_divergent_trajectories_are_rejected_and_counted():
-    """A stiff path: prior N(0, 1) to a posterior 20x narrower in 30 linear steps. The pilot-tuned
-    step sizes sit near the leapfrog stability limit, so some trajectories' energy error explodes:
-    they are rejected, counted, and the bounds stay finite."""
+    """A centred funnel (z's scale is exp(v / 2)): no fixed step size fits both its ends, so some
+    trajectories' energy error explodes. They are rejected and counted, and the bounds stay
+    finite. (A Gaussian path no longer diverges: step sizes are capped below the measured leapfrog
+    stability limit, tests/test_ais_divergence.py.)"""
     def model():
-        z = pyro.sample("z", dist.Normal(torch.tensor(0.0), 1.0))
-        pyro.sample("x", dist.Normal(z, 0.05))
+        v = pyro.sample("v", dist.Normal(torch.tensor(0.0), 3.0))
+        z = pyro.sample("z", dist.Normal(torch.tensor(0.0), torch.exp(v / 2)))
+        pyro.sample("x", dist.Normal(z, 0.5))
 
-    est = mutual_information(model, "x", num_samples=16, num_particles=8, num_steps=30,
-                             schedule="linear", seed=3, **AIS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = mutual_information(model, "x", num_samples=16, num_particles=8, num_steps=30,
+                                 seed=3, **AIS)
     assert math.isfinite(est.lower) and math.isfinite(est.upper)
     assert not bool(torch.isnan(est.terms["lower"]).any())
-    assert est.diagnostics["divergences"] > 0  # measured 1115 of 16 x 9 x 29 = 4176 transitions
+    assert est.diagnostics["divergences"] > 0  # measured 107 at seed 3
     assert est.lower <= est.upper + 3 * est.upper_se
 
 

@@ -41,7 +41,23 @@ class FakeBar:
 def bars(monkeypatch):
     FakeBar.made = []
     monkeypatch.setattr(_progress, "_tqdm", FakeBar)
+    monkeypatch.setattr(_progress, "_interactive", lambda: True)  # as on a terminal
     return FakeBar.made
+
+
+def test_automatic_bars_stay_off_when_stderr_is_not_a_terminal(monkeypatch):
+    """Notebooks run headless, logs and CI: no automatic bar (it would print every update)."""
+    FakeBar.made = []
+    monkeypatch.setattr(_progress, "_tqdm", FakeBar)
+    monkeypatch.setattr(_progress, "AUTO_DELAY", 0.0)
+    monkeypatch.setattr(_progress, "_interactive", lambda: False)
+    with _progress.ProgressBar(5, "x", None) as bar:
+        for _ in range(5):
+            bar.update(1)
+    assert FakeBar.made == []
+    with _progress.ProgressBar(5, "x", True) as bar:  # asked for: shown anyway
+        bar.update(1)
+    assert len(FakeBar.made) == 1
 
 
 def test_modes(bars, monkeypatch):

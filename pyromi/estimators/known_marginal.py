@@ -577,7 +577,7 @@ class MINEAIS(_CriticTrainer):
              "schedule": schedule if isinstance(schedule, str) else "array"},
             {"seconds": time.perf_counter() - t0,
              "acceptance": acceptance,
-             "acceptance_mean": float(acceptance.mean()) if num_steps > 1 else float("nan"),
+             "acceptance_mean": float(acceptance.mean()) if num_steps > 1 else None,
              "log_weights": torch.cat(lw_f, 1),
              "log_weight_backward": torch.cat(lw_b)},
         )

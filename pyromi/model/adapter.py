@@ -107,7 +107,7 @@ class ModelAdapter:
                 f"model_kwargs= must be a dict of keyword arguments for the model, got "
                 f"{type(model_kwargs).__name__}; e.g. model_kwargs={{'scale': 0.5}}."
             )
-        if vectorize not in ("auto", True, False):
+        if not (isinstance(vectorize, bool) or vectorize == "auto"):
             raise ValueError(f"vectorize= must be 'auto', True or False, got {vectorize!r}")
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs or {})
@@ -254,8 +254,8 @@ class ModelAdapter:
     def _probe_pairs(self, joint: JointSamples):
         return probe.probe_pairs(self, joint)
 
-    def _probe_latent_independent_of_x(self, joint, z_pair, perm, pair_lp) -> None:
-        probe.check_latent_independent_of_x(self, joint, z_pair, perm, pair_lp)
+    def _probe_latent_independent_of_x(self, joint, z_pair, perm, pair_ev) -> None:
+        probe.check_latent_independent_of_x(self, joint, z_pair, perm, pair_ev)
 
     def _set_device_dtype(self, joint: JointSamples) -> None:
         probe.set_device_dtype(self, joint)
@@ -263,12 +263,6 @@ class ModelAdapter:
     def _use_sequential(self, reason: VectorizationError | None) -> None:
         from .sequential import SequentialRunner
 
-        if self.enumerator is not None:
-            raise VectorizationError(
-                f"the model cannot be evaluated for many samples at once ({reason}), and its "
-                f"discrete latents {self.discrete_names} are summed out by enumeration, which "
-                "needs a vectorisable model. Make the model broadcast over leading dimensions."
-            ) from reason
         self.sequential = True
         self._runner = SequentialRunner(self)
         self._runner.probe(reason)
@@ -320,16 +314,18 @@ class ModelAdapter:
         like = next(iter(ev.site_log_probs.values()), None)
         if like is None:
             like = torch.zeros(ev.lead_shape, dtype=self.dtype, device=self.device)
-        log_prior = total(ev.site_log_probs, self.latent_names, ev.lead_shape, like) if score_prior else None
-        if getattr(ev, "log_prior", None) is not None and score_prior:
-            log_prior = ev.log_prior  # enumerated: p(z) with the discrete latents summed out
+        if getattr(ev, "log_prior", None) is not None:  # enumerated: k summed out of p(z)
+            log_prior = ev.log_prior if score_prior else None
+        else:
+            log_prior = total(ev.site_log_probs, self.latent_names, ev.lead_shape, like) if score_prior else None
         log_lik = getattr(ev, "log_likelihood", None)
         if log_lik is None:
             log_lik = total(ev.site_log_probs, self.scored_observed, ev.lead_shape, like)
         ladj = torch.as_tensor(ev.log_abs_det_jacobian, device=log_lik.device)
         ladj = ladj.to(log_lik.dtype).expand(ev.lead_shape)
         return ModelEvaluation(latent if latent is not None else {n: ev.values[n] for n in self.latent_names},
-                               log_prior, log_lik, ladj, ev.site_log_probs, ev.site_ladj)
+                               log_prior, log_lik, ladj, ev.site_log_probs, ev.site_ladj,
+                               getattr(ev, "saturated", None))
 
     def log_density(self, latent: dict[str, torch.Tensor], observed: dict[str, torch.Tensor]) -> ModelEvaluation:
         """``log p(z)`` and ``log p(x | z)`` per (particle, sample), each ``(C, N)``.

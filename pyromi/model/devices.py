@@ -39,6 +39,8 @@ def available_device(device) -> torch.device | None:
                 f"device={dev} was requested but this machine has {torch.cuda.device_count()} CUDA "
                 "device(s); pass device='cuda:0' or device='cpu'."
             )
+        if dev.index is None:  # 'cuda' is the current device: name it, so that devices compare equal
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

@@ -45,7 +45,7 @@ class Enumerator:
         try:
             dens = enumerated_log_densities(
                 a._model, args, kwargs, lead_shape=tuple(lead_shape), values={}, groups=self._groups(),
-                max_plate_nesting=a.max_plate_nesting, handlers=(sp,))
+                max_plate_nesting=a.max_plate_nesting, handlers=(sp,), data_plate=self._data_plate())
         except PyromiError:
             raise
         except Exception:
@@ -77,5 +77,8 @@ class Enumerator:
             dens = enumerated_log_densities(
                 a._model, args, kwargs, lead_shape=(num_samples,), values=values,
                 groups={group: self._groups()[group]}, observed=a.observed_names,
-                max_plate_nesting=a.max_plate_nesting)
+                max_plate_nesting=a.max_plate_nesting, data_plate=self._data_plate())
         return dens.log_densities[group]
+
+    def _data_plate(self) -> str | None:
+        return None if self.adapter.data_plate is None else self.adapter.data_plate.name

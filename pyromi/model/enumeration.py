@@ -181,15 +181,21 @@ class _KeepValues(Messenger):
             msg["infer"] = dict(msg["infer"], enumerate=None)
 
 
-def outer_plates(lead_shape: Sequence[int], max_plate_nesting: int) -> list[tuple[str, int, int]]:
+def outer_plates(lead_shape: Sequence[int], max_plate_nesting: int,
+                 data_plate: str | None = None) -> list[tuple[str, int, int | None]]:
     """``(name, size, dim)`` of pyromi's outer plates for ``lead_shape = (C, N)`` (particles at
-    ``-2 - mpn``, samples at ``-1 - mpn``) or ``(N,)`` (samples only, for joint draws)."""
+    ``-2 - mpn``, samples at ``-1 - mpn``) or ``(N,)`` (samples only, for joint draws). Under a
+    data plate (``data_plate``: the model's own plate over data points plays the sample plate) the
+    sample entry names that plate with ``dim=None``: it is not entered, the model enters it."""
     mpn = max_plate_nesting
+    sample = (data_plate, None) if data_plate is not None else (SAMPLE_PLATE, -1 - mpn)
     if len(lead_shape) == 2:
-        return [(PARTICLE_PLATE, lead_shape[0], -2 - mpn), (SAMPLE_PLATE, lead_shape[1], -1 - mpn)]
+        return [(PARTICLE_PLATE, lead_shape[0], -2 - mpn), (sample[0], lead_shape[1], sample[1])]
     if len(lead_shape) == 1:
-        return [(SAMPLE_PLATE, lead_shape[0], -1 - mpn)]
-    raise ValueError(f"lead_shape must be (C, N) or (N,), got {tuple(lead_shape)}")
+        return [(sample[0], lead_shape[0], sample[1])]
+    if len(lead_shape) == 0:  # a plain run of one pair (the sequential fallback): no outer plate
+        return []
+    raise ValueError(f"lead_shape must be (C, N), (N,) or (), got {tuple(lead_shape)}")
 
 
 def enumerated_trace(
@@ -201,6 +207,7 @@ def enumerated_trace(
     lead_shape: tuple[int, ...],
     handlers: Sequence[Messenger] = (),
     fixed: Collection[str] = (),
+    data_plate: str | None = None,
 ) -> poutine.Trace:
     """Trace ``model`` under pyromi's outer plates with its parallel-marked discrete sites enumerated.
 
@@ -218,12 +225,13 @@ def enumerated_trace(
     enumeration; otherwise the enumeration, running first, would enumerate it and the handler
     would overwrite its value).
     """
-    plates = outer_plates(lead_shape, max_plate_nesting)
+    plates = outer_plates(lead_shape, max_plate_nesting, data_plate)
 
     def plated(*a, **kw):
         with ExitStack() as stack:
             for name, size, dim in plates:
-                stack.enter_context(pyro.plate(name, size, dim=dim))
+                if dim is not None:  # the data plate (dim None) is the model's own
+                    stack.enter_context(pyro.plate(name, size, dim=dim))
             return model(*a, **kw)
 
     fn = _KeepValues(fixed)(plated) if fixed else plated
@@ -260,6 +268,7 @@ def contract_log_densities(
     *,
     max_plate_nesting: int,
     lead_shape: tuple[int, ...],
+    data_plate: str | None = None,
 ) -> EnumeratedDensities:
     """Sum the enumerated dimensions of a trace from :func:`enumerated_trace` out of each group.
 
@@ -272,7 +281,7 @@ def contract_log_densities(
     """
     mpn = max_plate_nesting
     lead = len(lead_shape)
-    plates = outer_plates(lead_shape, mpn)
+    plates = outer_plates(lead_shape, mpn, data_plate)
     names = list(dict.fromkeys(n for g in groups.values() for n in g))
     missing = [n for n in names if n not in trace.nodes or trace.nodes[n]["type"] != "sample"]
     if missing:
@@ -346,7 +355,7 @@ def contract_log_densities(
             term = contract_to_tensor(tree, enum_symbols, target_ordinal=target, ring=ring)
             dims = term._pyro_dims
             assert sorted(dims) == sorted(outer_symbols), (dims, outer_symbols)
-            out[group] = term.permute(*(dims.index(s) for s in outer_symbols))
+            out[group] = term.permute(*(dims.index(s) for s in outer_symbols)) if outer_symbols else term
 
     site_log_probs: dict[str, torch.Tensor] = {}
     site_nan: dict[str, torch.Tensor] = {}
@@ -381,6 +390,7 @@ def enumerated_log_densities(
     observed: Sequence[str] = (),
     handlers: Sequence[Messenger] = (),
     fixed: Collection[str] = (),
+    data_plate: str | None = None,
 ) -> EnumeratedDensities:
     """One enumerated density pass: fix ``values``, enumerate the rest, contract ``groups``.
 
@@ -396,5 +406,7 @@ def enumerated_log_densities(
     tr = enumerated_trace(
         model, args, kwargs, max_plate_nesting=max_plate_nesting, lead_shape=lead_shape,
         handlers=(SetValues(values, observed), *handlers), fixed=(*values, *fixed),
+        data_plate=data_plate,
     )
-    return contract_log_densities(tr, groups, max_plate_nesting=max_plate_nesting, lead_shape=lead_shape)
+    return contract_log_densities(tr, groups, max_plate_nesting=max_plate_nesting, lead_shape=lead_shape,
+                                  data_plate=data_plate)

@@ -220,7 +220,7 @@ def run_probe(self) -> None:
                                 self.max_plate_nesting)
     if self.enumerator is None:
         check_pairs_match(self, z_pair, joint.observed, ev.site_log_probs)
-    check_latent_independent_of_x(self, joint, z_pair, perm, ev.site_log_probs)
+    check_latent_independent_of_x(self, joint, z_pair, perm, ev)
 
 def probe_pairs(self, joint):
     """Score each sample's x under its own z* (particle 0) and another sample's (particle 1):
@@ -244,9 +244,10 @@ def probe_pairs(self, joint):
     check_constants(ev.constant_log_probs)
     return ev, z_pair, perm
 
-def check_latent_independent_of_x(self, joint, z_pair, perm, pair_lp) -> None:
+def check_latent_independent_of_x(self, joint, z_pair, perm, pair_ev) -> None:
     """log p(z) must not depend on x: I(x; z) = E[log p(x|z) - log p(x)] needs log p(z) to be
-    the sum of the latent sites' densities under the generative order."""
+    the sum of the latent sites' densities under the generative order (with enumerated discrete
+    latents: log p(z) with them summed out). ``pair_ev``: the probe's pair pass."""
     if not self.latent_names:
         return
     z_own = {n: v[0:1] for n, v in z_pair.items()}
@@ -254,10 +255,16 @@ def check_latent_independent_of_x(self, joint, z_pair, perm, pair_lp) -> None:
     with self._translate_errors("under pyromi's particle and sample plates"):
         with pyro.validation_enabled(False):
             ev = self._score((1, PROBE_N), x_other, latent=z_own)
-    for name in self.latent_names:
-        if not torch.allclose(ev.site_log_probs[name][0], pair_lp[name][0], rtol=1e-5, atol=1e-5):
+    if getattr(ev, "log_prior", None) is not None:  # enumerated: the contracted log p(z)
+        checks = {"the latent sites": (ev.log_prior[0], pair_ev.log_prior[0])}
+    else:
+        checks = {f"latent site '{n}'": (ev.site_log_probs[n][0], pair_ev.site_log_probs[n][0])
+                  for n in self.latent_names}
+    for what, (a, b) in checks.items():
+        if not torch.allclose(a, b, rtol=1e-5, atol=1e-5):
+            name = what
             raise SiteError(
-                f"the density of latent site '{name}' depends on the observed sites "
+                f"the density of {name} depends on the observed sites "
                 f"{self.observed_names}: pyromi needs a generative model in which every latent "
                 "site is drawn from p(z) before, and independently of, the observations. "
                 "Reorder the model or move that site to observed=."

@@ -68,6 +68,10 @@ class ModelEvaluation(NamedTuple):
     site_log_probs: dict[str, torch.Tensor] | None = None
     #: per-site ``log|dT_s/du_s|`` ``(C, N)`` of the unconstrained latent sites (identity: absent)
     site_log_abs_det_jacobian: dict[str, torch.Tensor] | None = None
+    #: bool ``(C, N)``: some ``z = T(u)`` is not representable (non-finite, or rounded onto the
+    #: boundary of its support, e.g. ``exp(-100) = 0`` in float32): a float artefact of a far
+    #: ``u``, not a value of the model (None where not computed)
+    saturated: torch.Tensor | None = None
 
 
 def sum_trailing(t: torch.Tensor, lead: int) -> torch.Tensor:
@@ -179,6 +183,7 @@ class ScoringPass(Messenger):
         self.site_log_probs: dict[str, torch.Tensor] = {}
         self.site_ladj: dict[str, torch.Tensor] = {}
         self.log_abs_det_jacobian: torch.Tensor | float = 0.0
+        self.saturated: torch.Tensor | None = None
 
     def _add_ladj(self, name, transform, u, value, event_dim) -> None:
         if is_identity(transform):
@@ -200,6 +205,7 @@ class ScoringPass(Messenger):
             u = self.unconstrained_in[name]
             msg["value"] = transform(u)
             self._add_ladj(name, transform, u, msg["value"], fn.event_dim)
+            self._mark_saturated(fn, msg["value"])
             msg["done"] = True
         elif name in self.latent:
             msg["value"] = self.latent[name]
@@ -236,6 +242,21 @@ class ScoringPass(Messenger):
             return
         lp = scale_and_mask(fn.log_prob(value), msg["scale"], msg["mask"])
         self.site_log_probs[name] = sum_trailing(lp, self.lead).expand(self.lead_shape)
+
+    def _mark_saturated(self, fn, value: torch.Tensor) -> None:
+        if not self.lead:
+            return
+        with torch.no_grad():
+            bad = ~torch.isfinite(value)
+            if fn.event_dim:
+                bad = bad.reshape(bad.shape[:bad.dim() - fn.event_dim] + (-1,)).any(-1)
+            try:
+                bad = bad | ~fn.support.check(value)
+            except Exception:  # noqa: BLE001 - a support without a usable check: finiteness only
+                pass
+            bad = bad.reshape(bad.shape[:self.lead] + (-1,)).any(-1) if bad.dim() > self.lead else bad
+            bad = bad.expand(self.lead_shape)
+            self.saturated = bad if self.saturated is None else self.saturated | bad
 
     def log_densities(self, names: Sequence[str]) -> torch.Tensor:
         return sum(self.site_log_probs[n] for n in names)

@@ -116,7 +116,7 @@ class SequentialRunner:
             for n in a.observed_names + a.latent_names))
         if a.densities:
             ev, z_pair, perm = a._probe_pairs(joint)
-            a._probe_latent_independent_of_x(joint, z_pair, perm, ev.site_log_probs)
+            a._probe_latent_independent_of_x(joint, z_pair, perm, ev)
             # the cost of a density pass as the estimators will see it (vmapped where it agreed)
             reps = 16
             z_many = {n: v.repeat_interleave(reps // 2, 0) for n, v in z_pair.items()}
@@ -179,7 +179,7 @@ class SequentialRunner:
         if not set(self.adapter.latent_names) <= given:
             # the model draws latents: a loop (Pyro's samplers draw in place, which vmap refuses)
             return self._score_loop(lead_shape, observed, **kw)
-        if self.vmap_ok is not False and self.adapter.data_plate is None:
+        if self.vmap_ok is not False and self.adapter.data_plate is None and self.adapter.enumerator is None:
             try:
                 out = self._score_vmap(lead_shape, observed, **kw)
             except Exception:  # noqa: BLE001 - vmap unsupported by this model: use the loop
@@ -251,7 +251,13 @@ class SequentialRunner:
                     constant_names=constant_names, score=score,
                 )
                 args, kwargs = self._pair_arguments(observed, i)
-                self._run(sp, args, kwargs, f"on pair ({c}, {i}) of {c_num} x {n_num}")
+                if a.enumerator is not None and score:
+                    sp.score = False
+                    prior, joint = self._enumerated(sp, args, kwargs, f"on pair ({c}, {i}) of {c_num} x {n_num}")
+                    parts.setdefault("prior", []).append(prior)
+                    parts.setdefault("joint", []).append(joint)
+                else:
+                    self._run(sp, args, kwargs, f"on pair ({c}, {i}) of {c_num} x {n_num}")
                 for n, v in sp.values.items():
                     parts["values"].setdefault(n, []).append(v)
                 for n, v in sp.unconstrained.items():
@@ -275,7 +281,25 @@ class SequentialRunner:
             out.constant_log_probs[n] = _stack(vs, lead_shape, ())
         if parts["ladj"]:
             out.log_abs_det_jacobian = sum(out.site_ladj.values())
+        if "prior" in parts:  # enumerated: p(z) and p(x | z) with the discrete latents summed out
+            out.log_prior = _stack(parts["prior"], lead_shape, ())
+            out.log_likelihood = _stack(parts["joint"], lead_shape, ()) - out.log_prior
         return out
+
+    def _enumerated(self, sp: ScoringPass, args, kwargs, where: str, values=None, groups=None):
+        """One pair's plain run with the discrete latents enumerated and summed out (no outer
+        plates): ``(log p(z), log p(x, z))`` as 0-d tensors (or the named ``groups``)."""
+        from .enumeration import enumerated_log_densities
+        from .translate import translate_errors
+
+        a = self.adapter
+        groups = groups or a.enumerator._groups()
+        with translate_errors(f"when evaluated one pair at a time ({where})", None, a._fails_on_its_own):
+            dens = enumerated_log_densities(
+                a._model, args, kwargs, lead_shape=(), values=values or {}, groups=groups,
+                observed=a.observed_names if values else (),
+                max_plate_nesting=a._table.max_plate_nesting, handlers=(sp,) if sp is not None else ())
+        return tuple(dens.log_densities[g] for g in groups)
 
     def _run(self, sp: ScoringPass, args, kwargs, where: str, fn=None) -> None:
         a = self.adapter
@@ -290,21 +314,31 @@ class SequentialRunner:
         a = self.adapter
         rows = a.joint_rows(num_samples)
         names = a.observed_names + a.latent_names
-        values: dict[str, list] = {n: [] for n in names}
+        values: dict[str, list] = {n: [] for n in names + a.discrete_names}
         lps: dict[str, list] = {}
+        enumerated: dict[str, list] = {"prior": [], "joint": []}
         for i in range(num_samples):
-            sp = ScoringPass(a.latent_names, a.observed_names, (), {}, score=a.densities,
-                             score_observed=a.likelihood)
+            sp = ScoringPass(a.latent_names + a.discrete_names, a.observed_names, (), {},
+                             score=a.densities, score_observed=a.likelihood)
             args, kwargs = self._pair_arguments(rows, i)
+            where = f"drawing joint sample {i} of {num_samples}"
             with pyro.validation_enabled(False):
-                self._run(sp, args, kwargs, f"drawing joint sample {i} of {num_samples}", fn=a._generative())
-            for n in names:
+                self._run(sp, args, kwargs, where, fn=a._generative())
+                if a.enumerator is not None:  # log p(z*) and log p(x, z*) with k summed out
+                    given = {n: sp.values[n].detach() for n in names}
+                    with torch.no_grad():
+                        prior, joint = self._enumerated(None, args, kwargs, where, values=given)
+                    enumerated["prior"].append(prior)
+                    enumerated["joint"].append(joint)
+            for n in values:
                 values[n].append(sp.values[n].detach())
             for n, lp in sp.site_log_probs.items():
                 lps.setdefault(n, []).append(lp.detach())
         from .scoring import check_finite_draws, check_finite_log_probs
 
-        stacked = {n: _stack(v, (num_samples,), a.sites[n].local_shape) for n, v in values.items()}
+        stacked = {n: _stack(v, (num_samples,), a.sites[n].local_shape) for n, v in values.items()
+                   if n in names}
+        discrete = {n: torch.stack(values[n]) for n in a.discrete_names} or None
         check_finite_draws(stacked, num_samples)
         site_lp = {n: torch.stack(v) for n, v in lps.items()}
         check_finite_log_probs(site_lp, num_samples)
@@ -316,5 +350,8 @@ class SequentialRunner:
                             device=some.device)
         log_prior = sum((site_lp[n] for n in a.latent_names), zeros) if a.densities else zeros
         log_lik = sum((site_lp[n] for n in a.scored_observed), zeros)
-        return JointSamples(observed, latent, log_prior, log_lik)
+        log_joint = None
+        if a.enumerator is not None:
+            log_prior, log_joint = torch.stack(enumerated["prior"]), torch.stack(enumerated["joint"])
+        return JointSamples(observed, latent, log_prior, log_lik, discrete, log_joint)
 

@@ -139,6 +139,8 @@ def inspect_sites(
             "it from the model's data instead)."
         )
     available = ", ".join(repr(n) for n in sample_sites) or "(none)"
+    if constants:
+        available += f"; fixed in the model by obs= or pyro.condition: {', '.join(map(repr, constants))}"
 
     def require_sample_sites(kind: str, names: list[str]) -> None:
         for name in names:

@@ -14,7 +14,16 @@ Path (geometric): ``f_t(u) = pi_0(u)^(1 - beta_t) * p(x, u)^beta_t``, written as
 Forward and backward chains run together in one ``(C, N, D)`` tensor: chain c at loop iteration i
 sits at level i (forward) or T + 1 - i (backward), so step sizes, masses and betas are gathered per
 chain from frozen per-level tables. Kernels are fixed before the run (tuned by :func:`pilot_run` on
-independent chains and shared by forward and backward chains), which keeps both bounds valid.
+independent chains and shared by forward and backward chains), which keeps both bounds valid. Each
+transition draws its step size uniformly from ``[(1 - j) eps, eps]`` independently of the state
+(``step_jitter`` j): a fixed mixture of reversible kernels, itself reversible, so it is its own
+reversal as the backward chain needs.
+
+Step sizes are capped at a fraction of the leapfrog stability limit ``2 / sqrt(lambda_max)``
+(``lambda_max``: the largest curvature of ``-log f_t`` in mass-scaled coordinates), measured in the
+pilot (:func:`curvature_probe`, and the curvature along the pilot trajectories): acceptance-rate
+targeting alone settles near that limit in few dimensions, and its noise carried a share of the
+levels past it, where every trajectory diverges.
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ from ..errors import DensityError
 from ..proposals.base import PriorProposal, Proposal
 from .hmc import DensityTerms, Rider, TemperedState, drive, hmc_step, tempered_state
 
-__all__ = ["AnnealingPath", "KernelTables", "AISResult", "pilot_run", "interpolate_tables", "run_ais"]
+__all__ = ["AnnealingPath", "KernelTables", "AISResult", "pilot_run", "interpolate_tables", "run_ais",
+           "curvature_probe", "max_curvature", "STABILITY_FRACTION", "STEP_JITTER"]
 
 
 class AnnealingPath:
@@ -53,7 +63,7 @@ class AnnealingPath:
         self._nan_watch: dict[torch.Size, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._box: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def _watch_nan(self, u: torch.Tensor, terms: DensityTerms) -> None:
+    def _watch_nan(self, u: torch.Tensor, terms: DensityTerms, saturated: torch.Tensor | None = None) -> None:
         """Remember whether ``base + tilt`` was NaN at a plausible point, and where.
 
         A NaN in any site's log density (or in a proposal's log q) makes the sum NaN. Plausible
@@ -62,7 +72,10 @@ class AnnealingPath:
         trajectory that flies off to |u| ~ 1e3..1e7, where float arithmetic itself gives NaN
         (``exp(u) = inf`` for a log-normal latent, ``(z + 1) - (z - 1) = 0``), is a rejected move,
         not a NaN of the model (HMC rejects every non-finite energy); non-finite positions are
-        never plausible.
+        never plausible. Nor is a point where some ``z = T(u)`` is not representable
+        (``saturated``: non-finite, or rounded onto its support's boundary, ``exp(-100) = 0`` in
+        float32, where a log-normal density is NaN): the density there is the float artefact of a
+        far ``u``, and the move is rejected as a divergence.
         """
         ud = u.detach()
         if self._box is None:
@@ -74,6 +87,8 @@ class AnnealingPath:
             self._box = (lo - pad, hi + pad)
         inside = ((ud >= self._box[0]) & (ud <= self._box[1])).all(-1)
         hit = torch.isnan(terms.base.detach() + terms.tilt.detach()) & inside
+        if saturated is not None:
+            hit = hit & ~saturated
         seen = hit.any()
         prev = self._nan_watch.get(u.shape)
         if prev is None:
@@ -113,7 +128,7 @@ class AnnealingPath:
         else:
             log_q_u = self.start.log_prob_unconstrained(self.adapter, u, self.observed, ev)
             terms = DensityTerms(log_q_u, log_prior_u + ev.log_likelihood - log_q_u)
-        self._watch_nan(u, terms)
+        self._watch_nan(u, terms, ev.saturated)
         return terms
 
     def sample_start(self, num_chains: int) -> torch.Tensor:
@@ -140,7 +155,7 @@ class PilotResult(NamedTuple):
 STABILITY_FRACTION = 0.8
 #: default step-size jitter of the HMC transitions (pilot and final run): each transition's step size
 #: is drawn uniformly from ``[(1 - STEP_JITTER) eps, eps]`` (see :func:`~pyromi.samplers.hmc.hmc_step`)
-STEP_JITTER = 0.2
+STEP_JITTER = 0.6
 
 
 def curvature_probe(
@@ -200,14 +215,25 @@ def curvature_probe(
                 r = r - (r * q).sum(-1, keepdim=True) * q
             v = torch.where(tiny.unsqueeze(-1), unit(r), unit(w))
             offdiag.append(torch.where(tiny, torch.zeros_like(b), b))
-    tri = torch.diag_embed(torch.stack(alphas, -1).double())
-    if offdiag:
+    if len(basis) == 1:
+        lam, ritz = alphas[0], basis[0]
+    elif len(basis) == 2:  # closed form of the 2 x 2 tridiagonal (a b; b c): no batched eigh
+        a, c, b = alphas[0], alphas[1], offdiag[0]
+        half = 0.5 * (a - c)
+        lam = 0.5 * (a + c) + torch.sqrt(half * half + b * b)
+        # eigenvector (b, lam - a), or (lam - c, b): the better conditioned of the two
+        first = half >= 0
+        y0 = torch.where(first, lam - c, b)
+        y1 = torch.where(first, b, lam - a)
+        ritz = y0.unsqueeze(-1) * basis[0] + y1.unsqueeze(-1) * basis[1]
+    else:
+        tri = torch.diag_embed(torch.stack(alphas, -1).double())
         off = torch.stack(offdiag, -1).double()
         tri = tri + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    evals, evecs = torch.linalg.eigh(tri)  # ascending
-    lam = evals[..., -1].to(state.u.dtype)
-    y = evecs[..., -1].to(state.u.dtype)  # (C, N, k)
-    ritz = sum(y[..., i:i + 1] * basis[i] for i in range(len(basis)))
+        evals, evecs = torch.linalg.eigh(tri)  # ascending
+        lam = evals[..., -1].to(state.u.dtype)
+        y = evecs[..., -1].to(state.u.dtype)  # (C, N, k)
+        ritz = sum(y[..., i:i + 1] * basis[i] for i in range(len(basis)))
     lam = torch.where(ok & torch.isfinite(lam), lam.clamp_min(0.0), torch.zeros_like(lam))
     ritz = torch.where(ok.unsqueeze(-1) & torch.isfinite(ritz).all(-1, keepdim=True), ritz, basis[0])
     return lam, ritz
@@ -237,6 +263,7 @@ def pilot_run(
     adapt_mass: bool = True,
     stability_fraction: float | None = STABILITY_FRACTION,
     lanczos_steps: int = 2,
+    probe_chains: int = 4,
     step_jitter: float = STEP_JITTER,
 ) -> PilotResult:
     """Tune step sizes and diagonal masses per (level, sample) on independent forward chains.
@@ -247,16 +274,30 @@ def pilot_run(
     the updated value is recorded for level g. Also records the spread of the tilt across chains
     (used to place an adaptive schedule). The returned tables are frozen for the final run.
 
-    **Stability cap** (``stability_fraction``, default 0.8; None: no cap). Acceptance-rate targeting
-    alone does not keep the step size below the leapfrog stability limit ``2 / sqrt(lambda_max)``
-    (``lambda_max``: the largest curvature of ``-log f_beta`` in mass-scaled coordinates): in few
-    dimensions, trajectories just below the limit are still accepted at a high rate, so the
-    adaptation settles at ~0.7 of the limit and its noise (acceptance averaged over a few chains,
-    noisy masses) carries a good fraction of the levels past it, where every trajectory diverges.
-    So at each level ``lambda_max`` is estimated per chain by ``lanczos_steps`` Lanczos steps
-    (:func:`max_curvature`: one gradient evaluation each, with the level's own inverse mass; warm
-    started from the previous level's Ritz vector plus fresh noise), and the step size used and
-    recorded for the level is at most ``stability_fraction * 2 / sqrt(max_c lambda)``, per sample.
+    **Stability cap** (``stability_fraction``, default 0.8; None: no cap, the tuning before the
+    cap). Acceptance-rate targeting alone does not keep the step size below the leapfrog stability
+    limit ``2 / sqrt(lambda_max)`` (``lambda_max``: the largest curvature of ``-log f_beta`` in
+    mass-scaled coordinates): in few dimensions a trajectory just below the limit is still accepted
+    at a high rate (in one dimension at any step size below it: the target acceptance is never
+    reached), so the adaptation settles at or near the limit, and its noise (acceptance averaged
+    over a few chains, masses re-estimated from a few chains at every level) carries a share of the
+    levels past it, where every trajectory diverges. So at each level the curvature is measured with
+    the level's own inverse mass, per chain:
+
+    * at the chains' starting points by ``lanczos_steps`` Lanczos steps (:func:`curvature_probe`,
+      on the first ``probe_chains`` chains; warm started from the previous level's Ritz vector plus
+      fresh noise, since the masses change from level to level). Its Hessian-vector products ride
+      along the transition's leapfrog passes (the ``rider`` of :func:`hmc_step`): no extra model
+      call, ``probe_chains * lanczos_steps`` extra rows per level;
+    * along the trajectories of the level's transition (secant curvature, ``track_curvature``).
+
+    The step size recorded for the level (and the one the next pilot transition starts from) is at
+    most ``stability_fraction * 2 / sqrt(max lambda)``, per sample; the final run gets the same
+    (interpolated) tables, whose step sizes then stay below the limit at every level.
+
+    ``step_jitter``: the pilot's transitions draw their step sizes as the final run's will (see
+    :func:`run_ais`), so the acceptance it tunes on is the one the frozen kernel will have.
+    0 with ``stability_fraction=None`` reproduces the tuning before the cap exactly.
     """
     adapter = path.adapter
     dtype = adapter.dtype
@@ -270,7 +311,9 @@ def pilot_run(
     cap_on = stability_fraction is not None
     if cap_on and not 0.0 < stability_fraction <= 1.0:
         raise ValueError(f"stability_fraction must be in (0, 1] or None, got {stability_fraction}")
-    direction = torch.randn_like(u)
+    probe_chains = max(1, min(probe_chains, num_chains))
+    probing = cap_on and lanczos_steps > 0
+    direction = torch.randn_like(u[:probe_chains]) if probing else None
 
     def spread(state):
         if adapt_mass and num_chains > 1:
@@ -278,6 +321,7 @@ def pilot_run(
         return torch.ones_like(state.u[0])
 
     def probe(state, beta, inv_mass, direction, iterations):
+        state = TemperedState(*(t[:probe_chains] for t in state))
         fd_step = (0.1 * eps).clamp(1e-4, 0.1)
         # warm start along the path, plus fresh noise so that the iteration cannot stay stuck on a
         # direction that stopped being the stiffest one (the masses are re-estimated every level)
@@ -285,27 +329,29 @@ def pilot_run(
         start = start + torch.randn_like(start) / math.sqrt(start.shape[-1])
         return curvature_probe(state, beta, inv_mass, start, fd_step, iterations)
 
-    def limit(lam):  # (C, N) curvatures -> (N,) stability limit; +inf where none was seen
-        return 2.0 / lam.max(0).values.to(dtype).sqrt()
+    def limit(*lams):  # (C, N) curvatures -> (N,) stability limit; +inf where none was seen
+        lam = torch.stack([x.max(0).values for x in lams]).max(0).values
+        return 2.0 / lam.to(dtype).sqrt()
 
     inv_mass = spread(state)
     eps_rows.append(eps.clone())
     mass_rows.append(inv_mass)
     tilt_std.append(_finite_std(state.tilt))
     acc_rows.append(torch.ones_like(eps))
-    lam = torch.zeros_like(state.base)
-    if cap_on and lanczos_steps > 0:
+    lam = torch.zeros_like(state.base[:probe_chains])
+    if probing:
         beta0 = grid[0].to(dtype)
         lam, direction = drive(probe(state, beta0, inv_mass, direction, max(lanczos_steps, 5)),
                                path.density_terms)
     if cap_on:
         lim_rows.append(limit(lam))
+        eps = torch.minimum(eps, stability_fraction * lim_rows[-1])
     for g in range(1, G):
         beta = grid[g].to(dtype)
         inv_mass = spread(state)
         # the probes at the level's starting points ride along the transition's leapfrog passes;
         # the step size of this pilot transition is capped by the previous level's limit
-        rider = probe(state, beta, inv_mass, direction, lanczos_steps) if cap_on and lanczos_steps > 0 else None
+        rider = probe(state, beta, inv_mass, direction, lanczos_steps) if probing else None
         state, info = hmc_step(state, path.density_terms, beta, eps, inv_mass, num_leapfrog,
                                step_jitter=step_jitter, track_curvature=cap_on, rider=rider)
         acc = info.accept_prob.mean(0)
@@ -314,7 +360,7 @@ def pilot_run(
             if rider is not None:
                 lam, direction = info.rider_result
             # the curvature at the chains' starting points and along the trajectories they took
-            lim = limit(torch.maximum(lam, info.curvature) if rider is not None else info.curvature)
+            lim = limit(lam, info.curvature) if rider is not None else limit(info.curvature)
             lim_rows.append(lim)
             eps = torch.minimum(eps, stability_fraction * lim)
         eps_rows.append(eps.clone())
@@ -391,6 +437,12 @@ def run_ais(
 
     No Python loop over chains or samples and no host synchronisation inside the temperature loop:
     per-level settings are gathered on the device, diagnostics are kept as tensors.
+
+    ``step_jitter`` (default :data:`STEP_JITTER`): each transition of each chain uses a step size
+    drawn uniformly from ``[(1 - step_jitter) eps, eps]``, ``eps`` the frozen table entry, drawn
+    independently of the state (a fixed mixture kernel, the same for forward and backward chains).
+    It breaks the resonance of a fixed trajectory length ``L eps`` on near-Gaussian targets (a
+    trajectory that turns a whole number of times returns to its start). 0: exactly ``eps``.
     """
     betas = tables.betas.double()
     T = betas.numel() - 1

@@ -184,7 +184,6 @@ def hmc_step(
     grad = new.grad_log_density(beta)
     r = r + 0.5 * eps_u * grad
     curv = torch.zeros_like(state.base) if track_curvature else None
-    scale = inv_mass.sqrt() if track_curvature else None
     pending: torch.Tensor | None = None
     rider_result = None
     if rider is not None:
@@ -211,9 +210,9 @@ def hmc_step(
             new = _slice(both, None, c)
             feed(_slice(both, c, None))
         grad = new.grad_log_density(beta)
-        if track_curvature:
-            sec = (scale * (grad - prev_grad)).norm(dim=-1) / ((new.u - prev_u) / scale).norm(dim=-1)
-            curv = torch.maximum(curv, torch.where(torch.isfinite(sec), sec, torch.zeros_like(sec)))
+        if track_curvature:  # squared secant curvature; fmax skips the 0 / 0 of a step that stood still
+            dg2 = (inv_mass * (grad - prev_grad).square()).sum(-1)
+            curv = torch.fmax(curv, dg2 / ((new.u - prev_u).square() / inv_mass).sum(-1))
         if step < num_leapfrog - 1:
             r = r + eps_u * grad
     r = r + 0.5 * eps_u * grad
@@ -233,5 +232,5 @@ def hmc_step(
     accepted = torch.rand_like(accept_prob).log() < log_accept
     out = _where(accepted, new, state)
     if track_curvature:
-        curv = torch.where(diverging, torch.zeros_like(curv), curv)
+        curv = torch.where(diverging | ~torch.isfinite(curv), torch.zeros_like(curv), curv.sqrt())
     return out, HMCInfo(accept_prob, accepted, diverging, curv, rider_result)
