@@ -239,8 +239,10 @@ def inspect_sites(
         warn(
             f"observed site(s) {carried} carry obs= values in the model; pyromi does not use "
             "them: I(x; z) is a property of the generative model p(x, z), so x is simulated "
-            "together with z. To measure the information in a data set, use "
-            "pyromi.audit.audit(model, observed, data=...)."
+            "together with z (for model(x) with a data plate, model_args=(x,) only sets the "
+            "number of data points and the covariates). To use the data themselves: "
+            "pyromi.audit.audit(model, observed, guide=..., data=x) (rate and distortion on x) or "
+            "pyromi.log_marginal(model, observed, data=x) (bounds on each log p(x_i))."
         )
     return SiteTable(
         observed=list(observed),
