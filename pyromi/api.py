@@ -16,6 +16,7 @@ from ._rng import check_seed, derived_seed, seeded
 from ._state import entry_point
 from .model import JointSamples, ModelAdapter, out_of_memory_error
 from .model.data import ROW_PREFIX
+from .model.sites import OBS_WARNING
 from .model import is_out_of_memory as _is_out_of_memory
 from .errors import DensityError, GuideError, PyromiError, ResourceError, SiteError
 from .estimators.ais import ais_block, ais_mi, default_pilot_steps, divergence_fraction
@@ -631,10 +632,8 @@ def log_marginal(
         Other arguments as in :func:`mutual_information` with ``bound="ais"``.
     """
     check_seed(seed)
-    from .audit import _check_finite_data, _takes_data, check_data_argument
-
     data_argument = (isinstance(data, torch.Tensor) and not model_args and latent_values is None
-                     and _takes_data(model))
+                     and takes_data(model))
     if data_argument:  # model(x) with obs=x (Pyro's VAE example): the data are its argument
         model_args = (check_data_argument(data),)
     original_model = model
@@ -645,14 +644,13 @@ def log_marginal(
                                         model_kwargs)
     with warnings.catch_warnings():
         if data_argument:
-            warnings.filterwarnings("ignore", message=r"observed site\(s\) .* carry obs= values")
+            warnings.filterwarnings("ignore", message=OBS_WARNING)
         adapter = ModelAdapter(
             model, observed, latent, model_args=model_args, model_kwargs=model_kwargs, device=device,
             dtype=dtype, data_plate=data_plate, vectorize=vectorize,
         )
     if data_argument:
-        obs = adapter.data_observations()
-        _check_finite_data(obs)
+        obs = data_argument_observations(adapter)
     else:
         obs = _as_site_dict(data, adapter.observed_names, adapter, "data")
     lat = None
@@ -725,6 +723,55 @@ def _reparam_values(model, info, values, model_args, model_kwargs) -> dict:
     return to_reparam_values(model, info, tensors, model_args, model_kwargs)
 
 
+def check_finite_rows(values: dict, argname: str) -> None:
+    """A :class:`DensityError` naming the site and rows where ``values[name]`` ``(N, ...)`` is NaN
+    or infinite: a log density at a non-finite observation is meaningless."""
+    for name, v in values.items():
+        if v.is_floating_point():
+            bad = ~torch.isfinite(v.reshape(v.shape[0], -1)).all(-1)
+            if bool(bad.any()):
+                rows = bad.nonzero().flatten()[:5].tolist()
+                raise DensityError(
+                    f"{argname}= site '{name}' has NaN or infinite values in {int(bad.sum())} of "
+                    f"{v.shape[0]} rows (first rows {rows}); remove or impute them: a log density "
+                    "at a non-finite observation is meaningless."
+                )
+
+
+def takes_data(model: Callable) -> bool:
+    """True if ``model`` has a required positional parameter (``model(x)``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               for p in params)
+
+
+def check_data_argument(data) -> torch.Tensor:
+    """``data=`` passed as the model's argument: a non-empty tensor (a ``TypeError`` or a
+    :class:`PyromiError` naming ``data=`` otherwise)."""
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(
+            f"data= is passed as the model's argument (model(x)); it must be a tensor, got "
+            f"{type(data).__name__}."
+        )
+    if data.dim() == 0 or data.shape[0] == 0:
+        raise PyromiError(
+            f"data= holds no data points (shape {tuple(data.shape)}); pass at least one row."
+        )
+    return data
+
+
+def data_argument_observations(adapter: ModelAdapter) -> dict:
+    """The observations of a model run on its data argument (its own ``obs=`` values), checked."""
+    obs = adapter.data_observations()
+    check_finite_rows(obs, "data")
+    return obs
+
+
 def _as_site_dict(values, names: list[str], adapter: ModelAdapter, argname: str) -> dict:
     if isinstance(values, dict):
         missing = [n for n in names if n not in values]
@@ -759,16 +806,8 @@ def _as_site_dict(values, names: list[str], adapter: ModelAdapter, argname: str)
                 f"{argname}= site '{name}' holds no rows (shape {tuple(v.shape)}); pass at least one "
                 "observation."
             )
-        if v.is_floating_point():
-            bad = ~torch.isfinite(v.reshape(v.shape[0], -1)).all(-1)
-            if bool(bad.any()):
-                rows = bad.nonzero().flatten()[:5].tolist()
-                raise DensityError(
-                    f"{argname}= site '{name}' has NaN or infinite values in {int(bad.sum())} of "
-                    f"{v.shape[0]} rows (first rows {rows}); remove or impute them: a log density "
-                    "at a non-finite observation is meaningless."
-                )
         out[name] = v
+    check_finite_rows(out, argname)
     n = {k: t.shape[0] for k, t in out.items()}
     if len(set(n.values())) > 1:
         raise PyromiError(f"{argname}= sites hold different numbers of rows: {n}")

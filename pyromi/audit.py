@@ -35,7 +35,9 @@ from ._state import warn as _warn
 from ._rng import check_seed, seeded
 from ._state import entry_point
 from .adapter import ModelAdapter, _sum_trailing
-from .api import _as_site_dict, _resolve_proposal, check_int, mutual_information
+from .api import (_as_site_dict, _resolve_proposal, check_data_argument, check_int,
+                  data_argument_observations, mutual_information, takes_data)
+from .model.sites import OBS_WARNING
 from .errors import GuideError
 from .ops import standard_error
 from .proposals.amortized import AmortizedNormal
@@ -138,49 +140,6 @@ class AuditReport:
         from .plots import plot_audit
 
         return plot_audit(self, path=path, ax=ax)
-
-
-def check_data_argument(data) -> torch.Tensor:
-    """``data=`` passed as the model's argument: a non-empty tensor (a ``TypeError`` or a
-    :class:`PyromiError` naming ``data=`` otherwise)."""
-    from .errors import PyromiError
-
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(
-            f"data= is passed as the model's argument (model(x)); it must be a tensor, got "
-            f"{type(data).__name__}."
-        )
-    if data.dim() == 0 or data.shape[0] == 0:
-        raise PyromiError(
-            f"data= holds no data points (shape {tuple(data.shape)}); pass at least one row."
-        )
-    return data
-
-
-def _takes_data(model: Callable) -> bool:
-    """True if ``model`` has a required positional parameter (``model(x)``)."""
-    import inspect
-
-    try:
-        params = inspect.signature(model).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-               for p in params)
-
-
-def _check_finite_data(values: dict) -> None:
-    from .errors import DensityError
-
-    for name, v in values.items():
-        if v.is_floating_point():
-            bad = ~torch.isfinite(v.reshape(v.shape[0], -1)).all(-1)
-            if bool(bad.any()):
-                raise DensityError(
-                    f"data= gives site '{name}' NaN or infinite values in {int(bad.sum())} of "
-                    f"{v.shape[0]} data points (first {bad.nonzero().flatten()[:5].tolist()}); "
-                    "remove or impute them."
-                )
 
 
 def _draw_with_sites(adapter: ModelAdapter, proposal: Proposal, observed, k: int):
@@ -297,15 +256,14 @@ def _audit(
     encoder_particles = check_int("encoder_particles", encoder_particles, 1)
     if start not in ("guide", None):
         raise ValueError(f"start must be 'guide' or None, got {start!r}")
-    data_argument = data is not None and not model_args and _takes_data(model)
+    data_argument = data is not None and not model_args and takes_data(model)
     if data_argument:  # model(x) with obs=x: the data are the model's argument
         model_args = (check_data_argument(data),)
     adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
                            data_plate=data_plate)
     x_data = None
     if data_argument:
-        x_data = adapter.data_observations()
-        _check_finite_data(x_data)
+        x_data = data_argument_observations(adapter)
     elif data is not None:  # validated before any expensive work
         x_data = _as_site_dict(data, adapter.observed_names, adapter, "data")
         if guide is None:
@@ -395,8 +353,7 @@ def _audit(
 @functools.wraps(_audit)
 def audit(model, *args, **kwargs) -> AuditReport:
     with warnings.catch_warnings():
-        if kwargs.get("data") is not None and not kwargs.get("model_args") and _takes_data(model):
+        if kwargs.get("data") is not None and not kwargs.get("model_args") and takes_data(model):
             # the model's obs= values are the data here (the rate and distortion use them)
-            warnings.filterwarnings("ignore", message=r"observed site\(s\) .* carry obs= values",
-                                    category=UserWarning)
+            warnings.filterwarnings("ignore", message=OBS_WARNING, category=UserWarning)
         return _audit(model, *args, **kwargs)

@@ -13,6 +13,7 @@ from pyro.poutine.util import site_is_factor, site_is_subsample
 
 from .._state import warn
 from ..errors import SiteError, VectorizationError
+from .enumeration import is_discrete
 
 __all__ = ["SiteInfo", "SiteTable", "inspect_sites", "as_names", "check_plate_dims", "undeclared_event_dims", "fn_chain", "is_masked"]
 
@@ -48,6 +49,11 @@ class SiteTable(NamedTuple):
     max_plate_nesting: int
 
 
+#: the start of the warning about ``obs=`` on an observed site (callers that pass the data as the
+#: model's argument, where those values are the data, silence it with this pattern)
+OBS_WARNING = r"observed site\(s\) .* carry obs= values"
+
+
 def as_names(names: str | Sequence[str] | None, argname: str) -> list[str] | None:
     """``observed=``/``latent=`` as a list of site names (None stays None)."""
     if names is None:
@@ -64,10 +70,6 @@ def as_names(names: str | Sequence[str] | None, argname: str) -> list[str] | Non
     if not all(isinstance(n, str) for n in names):
         raise SiteError(f"{argname}= must be a site name or a list of site names, got {names!r}")
     return names
-
-
-def _is_discrete(fn) -> bool:
-    return bool(fn.support.is_discrete or getattr(fn, "has_enumerate_support", False))
 
 
 def inspect_sites(
@@ -206,7 +208,7 @@ def inspect_sites(
     if densities:
         for name in latent + (observed if likelihood else []):
             check_density(name, sample_sites[name], name in latent)
-    discrete = [n for n in latent if _is_discrete(sample_sites[n]["fn"])]
+    discrete = [n for n in latent if is_discrete(sample_sites[n]["fn"])]
     if discrete:
         if not (densities and likelihood):
             name = discrete[0]
