@@ -1,24 +1,29 @@
 """MIST versus KSG and CCA on in-distribution and unseen-family test grids, with timings.
 
-Grids (:mod:`pyromi.mist.families`): ``test_imd`` = training families with fresh seeds;
-``test_unseen`` = (structure, transform) pairs never trained on or validated on (including random
-normalising flows on structures that were never trained with flows). Every (family, n) cell holds
-``--reps`` tasks with ``dx, dy ~ U{1..d_max}`` drawn independently; n runs from 10 to 5000 (n above
-the trained maximum goes through subsample-and-combine). All estimators run on the same samples:
+Grids (:mod:`pyromi.mist.families`; for weights trained on the second meta-prior, ``train_v2``,
+the ``*_v2`` grids): ``test_imd_v2`` = training families with fresh seeds; ``test_unseen_v2`` =
+families never used in training or calibration: the ``mixture`` structure (Gaussian mixtures,
+Monte Carlo truth), the ``spiral`` transform (a norm-dependent rotation, non-monotone in every
+coordinate), (structure, transform) pairs never trained on, and random normalising flows on
+structures never trained with flows. Every (family, n) cell holds ``--reps`` tasks with
+``dx, dy ~ U{1..d_max}`` drawn independently; n runs from 10 to 5000 (n above the trained maximum
+goes through subsample-and-combine). A third grid draws the unseen families with ``dx, dy`` in
+1..3 (n = 50..2000), where KSG is nearly exact. All estimators run on the same samples:
 
-* MIST: the shipped weights, median and 90% interval (default ``family_robust`` calibration; the
-  ``pooled`` rule's coverage is printed beside it);
+* MIST: the shipped weights, median and 90% interval (default calibration rule; the other rule's
+  coverage is printed beside it);
 * KSG: estimator 1, k = 5, max-norm, on the full X and Y blocks, reported as max(0, KSG);
 * CCA: Gaussian MI of the canonical correlations (correlation shrinkage 1e-3, so n <= dx + dy works).
 
 Printed: MSE (nats^2) and MAE (of the median) by n-bin; coverage of the nominal 90% interval against
 the true MI, where an interval the range check opened above (``upper is None``) covers iff
-``lower <= MI``; how many intervals were opened, the coverage among the closed ones alone (so one
-sees whether coverage comes from opened intervals) and the mean and median width of the closed ones;
-per-family errors on the unseen grid, milliseconds per MIST estimate, and the seconds an InfoNCE
-critic (and KSG) needs on the same sample. Timings are wall-clock on this machine, single-threaded.
+``lower <= MI``; how many intervals were opened, the coverage among the closed ones alone and the
+mean and median width of the closed ones; per-family errors; the low-dimensional unseen grid per
+family (MIST / KSG ratio); independent data (does the interval contain 0, n up to 20,000);
+milliseconds per MIST estimate, and the seconds KSG and an InfoNCE critic need on the same sample;
+and the issue's goals, met or not. Timings are wall-clock on this machine, single-threaded.
 
-    python benchmarks/bench_mist.py [--quick] [--reps 3] [--plot mist.png] [--json out.json]
+    python benchmarks/bench_mist.py [--quick] [--reps 3] [--weights NAME] [--plot mist.png] [--json out.json]
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def run_grid(split: str, n_values, reps: int, pre, d_max: int) -> list[dict]:
             t0 = time.perf_counter()
             e = mist.estimate(s.x, s.y, model=pre, seed=0)
             t_mist = time.perf_counter() - t0
-            ep = mist.estimate(s.x, s.y, model=pre, seed=0, calibration="pooled")
+            ep = mist.estimate(s.x, s.y, model=pre, seed=0, calibration=_other_rule(pre))
         # an interval opened by the range check has upper None (unbounded above)
         t0 = time.perf_counter()
         k = max(0.0, baselines.ksg_mi(s.x, s.y, k=5))
@@ -59,9 +64,14 @@ def run_grid(split: str, n_values, reps: int, pre, d_max: int) -> list[dict]:
         c = baselines.cca_mi(s.x, s.y, shrinkage=1e-3)
         rows.append(dict(split=split, family=s.family, n=n, dx=dx, dy=dy, mi=s.mi, mist=e.value, lo=e.lower,
                          hi=e.upper, extrapolation=e.diagnostics["extrapolation"], opened=bool(e.diagnostics["beyond_trained_range"]),
-                         lo_pooled=ep.lower, hi_pooled=ep.upper, opened_pooled=bool(ep.diagnostics["beyond_trained_range"]),
+                         lo_alt=ep.lower, hi_alt=ep.upper, opened_alt=bool(ep.diagnostics["beyond_trained_range"]),
                          ksg=k, cca=c, t_mist=t_mist, t_ksg=t_ksg))
     return rows
+
+
+def _other_rule(pre) -> str:
+    """The calibration rule that is not the weights' default (printed beside it)."""
+    return "pooled" if pre.rule() == "family_robust" else "family_robust"
 
 
 def _covers(lo, hi, mi) -> bool:
@@ -92,7 +102,7 @@ def _stats(rows: list[dict]) -> dict:
         out[f"mse_{m}"] = float(np.mean(err**2))
         out[f"mae_{m}"] = float(np.mean(np.abs(err)))
     out.update(_interval_stats(rows, ""))
-    out.update({f"{k}_pooled": v for k, v in _interval_stats(rows, "_pooled").items()})
+    out.update({f"{k}_alt": v for k, v in _interval_stats(rows, "_alt").items()})
     return out
 
 
@@ -104,9 +114,9 @@ def _bin_rows(rows):
     yield "all", rows
 
 
-def print_tables(rows: list[dict]) -> dict:
+def print_tables(rows: list[dict], splits) -> dict:
     summary = {}
-    for split in ("test_imd", "test_unseen"):
+    for split in splits:
         sr = [r for r in rows if r["split"] == split]
         print(f"\n### {split}: {len(sr)} sets, {len({r['family'] for r in sr})} families\n")
         print("| n | sets | MSE MIST | MSE KSG | MSE CCA | MAE MIST | MAE KSG | MAE CCA |")
@@ -123,14 +133,14 @@ def print_tables(rows: list[dict]) -> dict:
         print("|---|---|---|---|---|---|---|")
         for name, sel in _bin_rows(sr):
             s = summary[(split, name)]
-            for rule, k in (("default", ""), ("pooled", "_pooled")):
+            for rule, k in (("default", ""), ("other rule", "_alt")):
                 print(f"| {name} | {rule} | {s['cov' + k]:.3f} | {s['opened' + k]} ({s['opened_cover' + k]}) | "
                       f"{s['cov_closed' + k]:.3f} | {s['width_mean' + k]:.3f} | {s['width' + k]:.3f} |")
     print("\n### per family (all n)\n")
     print("| grid | family | mean MI | MSE MIST | MSE KSG | MSE CCA | 90% cover | opened | cover, closed only "
-          "| (pooled rule) |")
+          "| (other rule) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for split in ("test_imd", "test_unseen"):
+    for split in splits:
         for f in fam.SPLITS[split]:
             sel = [r for r in rows if r["split"] == split and r["family"] == f]
             if not sel:
@@ -138,7 +148,7 @@ def print_tables(rows: list[dict]) -> dict:
             s = _stats(sel)
             print(f"| {split[5:]} | {f} | {np.mean([r['mi'] for r in sel]):.2f} | {s['mse_mist']:.3f} | "
                   f"{s['mse_ksg']:.3f} | {s['mse_cca']:.3f} | {s['cov']:.2f} | {s['opened']} | {s['cov_closed']:.2f} | "
-                  f"{s['cov_pooled']:.2f} |")
+                  f"{s['cov_alt']:.2f} |")
     summary[("both", "all")] = _stats(rows)
     return summary
 
@@ -173,43 +183,92 @@ def timings(pre, repeats: int, infonce_samples: int) -> dict:
     return out
 
 
-def goals(summary: dict, times: dict) -> None:
-    un = summary[("test_unseen", "all")]
-    both = summary[("both", "all")]
-    ratio = both["mae_mist"] / both["mae_ksg"]
-    covs = [summary[(s, "all")]["cov"] for s in ("test_imd", "test_unseen")]
-    ms = max(times[n]["mist_ms"] for n in (100, 1000))
-    print("\n### goals\n")
+def low_dim_table(rows: list[dict]) -> float:
+    """Per unseen family on the 1..3-dimensional grid: MAE of MIST, KSG, CCA and MIST/KSG; returns
+    the largest ratio."""
+    print("\n### unseen families, dx, dy in 1..3 (KSG is nearly exact here)\n")
+    print("| family | sets | mean MI | MAE MIST | MAE KSG | MAE CCA | MIST / KSG | 90% cover |")
+    print("|---|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for f in sorted({r["family"] for r in rows}):
+        sel = [r for r in rows if r["family"] == f]
+        s = _stats(sel)
+        ratio = s["mae_mist"] / max(s["mae_ksg"], 1e-12)
+        worst = max(worst, ratio)
+        print(f"| {f} | {len(sel)} | {np.mean([r['mi'] for r in sel]):.2f} | {s['mae_mist']:.3f} | {s['mae_ksg']:.3f} | "
+              f"{s['mae_cca']:.3f} | {ratio:.2f} | {s['cov']:.2f} |")
+    s = _stats(rows)
+    print(f"| **all** | {len(rows)} | {np.mean([r['mi'] for r in rows]):.2f} | {s['mae_mist']:.3f} | {s['mae_ksg']:.3f} | "
+          f"{s['mae_cca']:.3f} | {s['mae_mist'] / max(s['mae_ksg'], 1e-12):.2f} | {s['cov']:.2f} |")
+    return worst
+
+
+def independence(pre, seeds: int) -> dict:
+    """Fraction of seeds whose 90% interval contains 0 for independent x, y (dx = 2, dy = 3, half
+    Gaussian, half Student-t with 2 degrees of freedom), per n."""
+    print(f"\n### independent x, y: 90% interval contains 0 ({seeds} seeds per n)\n")
+    print("| n | blocks | contains 0 | median upper end (nats) |")
+    print("|---|---|---|---|")
+    out = {}
+    for n in (100, 1000, 5000, 20000):
+        hits, ups = 0, []
+        for s in range(seeds):
+            rng = np.random.default_rng([SEED, 77, n, s])
+            x, y = rng.standard_normal((n, 2)), rng.standard_normal((n, 3))
+            if s % 2:
+                x, y = x / np.sqrt(rng.chisquare(2, (n, 1)) / 2), y / np.sqrt(rng.chisquare(2, (n, 1)) / 2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                e = mist.estimate(x, y, model=pre, seed=s)
+            hits += e.lower <= 0.0
+            ups.append(math.inf if e.upper is None else e.upper)
+        out[n] = hits / seeds
+        print(f"| {n} | {e.diagnostics['blocks']} | {hits}/{seeds} = {hits / seeds:.2f} | {statistics.median(ups):.3f} |")
+    return out
+
+
+def goals(summary: dict, times: dict, splits, worst_low: float, indep: dict) -> None:
+    imd, unseen = splits
+    print("\n### goals (unseen = families never used in training or calibration)\n")
     print("| goal | measured | met |")
     print("|---|---|---|")
-    print(f"| unseen-family MSE <= 1.0 nats^2 | {un['mse_mist']:.3f} | {'yes' if un['mse_mist'] <= 1.0 else 'no'} |")
-    print(f"| MAE <= 0.5 x KSG's (both grids) | {both['mae_mist']:.3f} vs {both['mae_ksg']:.3f} (ratio {ratio:.2f}) | {'yes' if ratio <= 0.5 else 'no'} |")
-    print(f"| 90% coverage in [0.85, 0.95] (IMD, unseen, both) | {covs[0]:.3f}, {covs[1]:.3f}, {both['cov']:.3f} | "
-          f"{'yes' if all(0.85 <= c <= 0.95 for c in covs + [both['cov']]) else 'no'} |")
-    print(f"| <= 50 ms per estimate at n <= 1000 | {ms:.1f} ms | {'yes' if ms <= 50 else 'no'} |")
-    cp = [summary[(s, "all")]["cov_pooled"] for s in ("test_imd", "test_unseen")] + [both["cov_pooled"]]
-    print(f"\n(pooled calibration rule: 90% coverage {cp[0]:.3f}, {cp[1]:.3f}, {cp[2]:.3f} on IMD, unseen, both)")
-    cc = [summary[(s, "all")]["cov_closed"] for s in ("test_imd", "test_unseen")] + [both["cov_closed"]]
-    op = [summary[(s, "all")]["opened"] for s in ("test_imd", "test_unseen")]
-    print(f"(default rule: {op[0]} + {op[1]} intervals opened by the range check on IMD + unseen; coverage among the "
-          f"closed ones {cc[0]:.3f}, {cc[1]:.3f}, {cc[2]:.3f})")
+    for lo, hi in BINS:
+        key = (unseen, f"{lo}-{hi}")
+        if key not in summary:
+            continue
+        s = summary[key]
+        ratio = s["mae_mist"] / s["mae_ksg"]
+        ok = ratio <= 0.5 and s["mae_mist"] < s["mae_cca"]
+        if lo >= 100:
+            print(f"| n {lo}-{hi}: MAE <= 0.5 x KSG's and < CCA's | MIST {s['mae_mist']:.3f}, KSG {s['mae_ksg']:.3f} "
+                  f"(ratio {ratio:.2f}), CCA {s['mae_cca']:.3f} | {'yes' if ok else 'no'} |")
+        print(f"| n {lo}-{hi}: 90% coverage in [0.85, 0.95] | {s['cov']:.3f} | {'yes' if 0.85 <= s['cov'] <= 0.95 else 'no'} |")
+    print(f"| every unseen family, dx, dy <= 3: MAE <= 1.2 x KSG's | worst ratio {worst_low:.2f} | {'yes' if worst_low <= 1.2 else 'no'} |")
+    print(f"| independent data: interval contains 0 in >= 85% of seeds, n <= 20,000 | "
+          f"{', '.join(f'{v:.2f}' for v in indep.values())} | {'yes' if min(indep.values()) >= 0.85 else 'no'} |")
+    ms = max(times[n]["mist_ms"] for n in (100, 1000))
+    print(f"| <= 50 ms per estimate at n <= 1000 (one thread, everything included) | {ms:.1f} ms | {'yes' if ms <= 50 else 'no'} |")
+    i = summary[(imd, "all")]
+    print(f"\n(in-distribution grid {imd}: MAE MIST {i['mae_mist']:.3f}, KSG {i['mae_ksg']:.3f}, CCA {i['mae_cca']:.3f}; "
+          f"90% coverage {i['cov']:.3f}; the other calibration rule {i['cov_alt']:.3f} in distribution, "
+          f"{summary[(unseen, 'all')]['cov_alt']:.3f} unseen)")
 
 
-def plot(rows, path):
+def plot(rows, path, splits):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, split in zip(axes[:2], ("test_imd", "test_unseen")):
+    for ax, split in zip(axes[:2], splits):
         for m, style in (("mist", "o-"), ("ksg", "s--"), ("cca", "^:")):
             ns = sorted({r["n"] for r in rows})
             mse = [np.mean([(r[m] - r["mi"]) ** 2 for r in rows if r["split"] == split and r["n"] == n]) for n in ns]
             ax.plot(ns, mse, style, label=m.upper())
         ax.set(xscale="log", yscale="log", xlabel="n", ylabel="MSE (nats$^2$)", title=split)
         ax.legend()
-    for split in ("test_imd", "test_unseen"):
+    for split in splits:
         ns = sorted({r["n"] for r in rows})
         sel = [[r for r in rows if r["split"] == split and r["n"] == n] for n in ns]
         cov = [np.mean([_covers(r["lo"], r["hi"], r["mi"]) for r in s]) for s in sel]
@@ -233,6 +292,9 @@ def main() -> None:
     ap.add_argument("--plot", default=None, help="write a PNG of MSE and coverage versus n (needs matplotlib)")
     ap.add_argument("--json", default=None, help="write the per-set records as JSON")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--grids", choices=("auto", "v1", "v2"), default="auto",
+                    help="test grids of the first or second meta-prior (auto: the one the weights were trained on); "
+                         "--weights mist-medium --grids v2 runs the previous weights on the new grids")
     ap.add_argument("--d-max", type=int, default=None,
                     help="draw dx, dy from 1..D (default: the weights' d_max); the grids of a smaller D are the "
                          "same sets for every weights, so runs of two weights with the same D compare directly")
@@ -244,25 +306,31 @@ def main() -> None:
     d_max = a.d_max or cfg.d_max
     if d_max > cfg.d_max:
         raise SystemExit(f"--d-max {d_max} exceeds the weights' d_max {cfg.d_max}")
+    print(f"calibration rules: default {pre.rule()!r}, other {_other_rule(pre)!r}")
     print(f"MIST weights {pre.name} (sha256 {pre.sha256[:16]}...), d_max={cfg.d_max}, n in [{cfg.n_min}, {cfg.n_max}] "
           f"(larger n: subsample-and-combine), norm={cfg.norm}; grids: dx, dy in 1..{d_max}, n in {N_VALUES}, "
           f"{reps} task(s) per cell")
     t0 = time.time()
+    v2 = a.grids == "v2" or (a.grids == "auto" and pre.train_split == "train_v2")
+    splits = ("test_imd_v2", "test_unseen_v2") if v2 else ("test_imd", "test_unseen")
     rows = []
-    for split in ("test_imd", "test_unseen"):
+    for split in splits:
         rows += run_grid(split, N_VALUES, reps, pre, d_max)
+    low = run_grid(splits[1], N_VALUES[2:7], reps, pre, 3)
     print(f"(grids evaluated in {time.time() - t0:.0f} s; {sum(r['extrapolation'] for r in rows)} of {len(rows)} "
           f"estimates above the training-MI 99th percentile {pre.trained_mi_q99} nats, i.e. flagged as extrapolation; "
           f"{sum(r['opened'] for r in rows)} intervals opened above by the range check, "
-          f"{sum(r['opened_pooled'] for r in rows)} with the pooled rule)")
-    summary = print_tables(rows)
+          f"{sum(r['opened_alt'] for r in rows)} with the other rule)")
+    summary = print_tables(rows, splits)
+    worst_low = low_dim_table(low)
+    indep = independence(pre, 10 if a.quick else 20)
     times = timings(pre, repeats=3 if a.quick else 7, infonce_samples=1 if a.quick else 2)
-    goals(summary, times)
+    goals(summary, times, splits, worst_low, indep)
     if a.plot:
-        plot(rows, a.plot)
+        plot(rows, a.plot, splits)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(rows, f)
+            json.dump({"grids": rows, "low_dim": low, "independence": indep}, f)
 
 
 if __name__ == "__main__":

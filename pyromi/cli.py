@@ -382,6 +382,10 @@ def run_estimate(args) -> int:
               f"subsample-and-combine), inputs normalised by {cfg['norm']}; values in nats. 99% of the "
               f"training MI was below {pre.trained_mi_q99} nats (estimates above it warn: extrapolation)."
               )
+        if pre.head is not None:
+            print(f"Hybrid: {len(pre.head.heads)} quantile heads read the set network's quantiles and classical "
+                  f"statistics of the normal scores (KSG at k = {list(pre.head.cfg.ksg_ks)}, Gaussian-copula MI); "
+                  f"their disagreement widens the interval.")
         bench = pre.meta.get("benchmark")
         if bench:
             print(f"Measured 90%-interval coverage: {bench['coverage90_in_distribution']:.2f} on held-out sets "

@@ -4,11 +4,24 @@
     est = mist.estimate(x, y)          # x (n, dx), y (n, dy): numpy or torch; dx != dy allowed
     est.value, est.lower, est.upper    # median and a 90% interval (nats); level= to change
 
-A permutation-invariant set transformer reads the whole sample (after a per-column rank ->
-normal-score transform) and outputs quantiles of the MI; it was trained on synthetic
-distributions with closed-form MI (:mod:`pyromi.mist.families`) and ships pretrained
-(``pyromi/mist/weights``), loaded with ``torch.load(weights_only=True)`` after a SHA-256 check.
-No density is needed, so it also serves implicit simulators and models with intractable
+Two kinds of shipped weights (``pyromi/mist/weights``, loaded with ``torch.load(weights_only=True)``
+after a SHA-256 check):
+
+* ``mist-hybrid`` (the default, :data:`DEFAULT_WEIGHTS`): a permutation-invariant set transformer
+  reads the whole sample (after a per-column rank -> normal-score transform) **and** a quantile
+  head reads its output beside classical statistics of the same normal scores -- KSG at several
+  ``k`` and the Gaussian-copula (CCA) MI -- (:mod:`pyromi.mist.hybrid`). KSG is nearly exact in
+  one to three dimensions and sees non-monotone dependence; the set network is far better in many
+  dimensions; the head, trained on a wide meta-prior (:data:`pyromi.mist.families.SPLITS`
+  ``"train_v2"``: BMI-style Gaussian / Student-t / additive-noise structures, canonical pairs with
+  up to 25 nats, non-monotone shared-latent curves, under monotone maps and random normalising
+  flows), learns which to trust. Its intervals are calibrated by leave-structure-out
+  cross-conformal prediction (:mod:`pyromi.mist.train_hybrid`): every structure group is predicted
+  by a head that never saw it, so the interval widths are fitted to a change of family.
+* ``mist-medium`` (and ``mist-small``): the set transformer alone, trained on the first meta-prior
+  (``"train"``), kept loadable by name for comparison (``model="mist-medium"``).
+
+No density is needed, so MIST also serves implicit simulators and models with intractable
 likelihoods.
 
 Supported input domain (the trained range of the shipped weights; see :func:`load_pretrained`):
@@ -32,13 +45,14 @@ Randomness: the block split and the range check's row sample use private generat
 numpy's global RNGs are never used or changed (loading the weights included).
 
 Interval calibration: the distances from the median to the interval ends (``log(1 + I)`` scale)
-are multiplied by a split-conformal factor ``s(level, n)`` fitted on fresh sets of the validation
-families (disjoint from the test families), per n-bin; see :func:`pyromi.mist.train.calibrate`.
-Two rules (``calibration=``): ``"family_robust"`` (default) takes, per n-bin, the largest of the
-per-family conformal factors, so that every validation family is covered at the nominal level --
-real data never comes from a training family, and on unseen test families the pooled rule
-under-covers; ``"pooled"`` fits one factor on all validation sets together (tighter, calibrated for
-the training meta-prior only).
+are multiplied by conformal factors; the default rule is the one recorded with the weights
+(``Pretrained.rule()``). ``mist-hybrid``: ``"pooled"`` (default) -- one-sided factors per stratum of
+n, ``dx + dy`` and the predicted MI, fitted on leave-group-out predictions (structure groups and
+transforms held out; :func:`pyromi.mist.train_hybrid.calibrate`); ``"family_robust"`` -- per
+n-bin the largest factor of any held-out group, for both ends (covers every held-out group; usually
+several times wider). ``mist-medium``/``mist-small``: ``"family_robust"`` (default; the largest
+per-family factor on validation families) or ``"pooled"`` (one factor; calibrated for the training
+meta-prior only; see :func:`pyromi.mist.train.calibrate`).
 
 The interval is a predictive interval under the training meta-prior (quantile regression on the
 true MI), not a frequentist confidence interval; its coverage of the true MI was measured on test
@@ -75,7 +89,7 @@ __all__ = [
 ]
 
 #: Name of the shipped checkpoint used by default (``weights/<name>.pt`` and ``<name>.json``).
-DEFAULT_WEIGHTS = "mist-medium"
+DEFAULT_WEIGHTS = "mist-hybrid"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _CACHE: dict[str, "Pretrained"] = {}
 #: Interval calibration rules (see the module docstring).
@@ -103,6 +117,7 @@ class Pretrained:
     name: str
     sha256: str
     meta: dict = field(default_factory=dict)
+    head: Any = None  # the hybrid head (:class:`~pyromi.mist.hybrid.HybridHead`), if the weights have one
 
     def rule(self, calibration: str | None = None) -> str:
         """The calibration rule to use: ``calibration`` if given, else the weights' default."""
@@ -129,7 +144,7 @@ class Pretrained:
         if "trained_mi_q99" not in self.meta:
             from .families import SPLITS, mi_quantile
 
-            self.meta["trained_mi_q99"] = round(mi_quantile(SPLITS["train"], self.config.d_max), 2)
+            self.meta["trained_mi_q99"] = round(mi_quantile(SPLITS[self.train_split], self.config.d_max), 2)
         return float(self.meta["trained_mi_q99"])
 
     def trained_mi_q99_for(self, dx: int, dy: int) -> float:
@@ -145,27 +160,57 @@ class Pretrained:
         if (a, b) not in cache:
             from .families import SPLITS, mi_quantile_shape
 
-            cache[(a, b)] = round(mi_quantile_shape(SPLITS["train"], a, b, draws=1000), 2)
+            cache[(a, b)] = round(mi_quantile_shape(SPLITS[self.train_split], a, b, draws=1000), 2)
         return float(cache[(a, b)])
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the set network plus those of the hybrid head, if any."""
+        nets = [self.net] + ([self.head] if self.head is not None else [])
+        return sum(p.numel() for m in nets for p in m.parameters())
+
+    @property
+    def train_split(self) -> str:
+        """The family split (:data:`pyromi.mist.families.SPLITS`) the weights were trained on."""
+        return str(self.meta.get("train_split", "train"))
 
     @property
     def gamma(self) -> float:
         """:meth:`gamma_for` the default rule."""
         return self.gamma_for()
 
-    def scale_for(self, level: float, n: int, calibration: str | None = None) -> float:
+    def scale_for(self, level: float, n: int, calibration: str | None = None, *, side: str | None = None,
+                  dims: int | None = None, median: float | None = None) -> float:
         """Multiplier of the median-to-end distances (log(1 + I) scale) for an interval of coverage
-        ``level`` from a (block) sample of size ``n``: the validation-calibrated scale of n's bin
-        under the rule ``calibration`` (default: the weights' default rule), interpolated linearly in
-        the level (constant beyond the calibrated levels); 1 when the metadata has no calibration."""
+        ``level`` from a (block) sample of size ``n``: the calibrated scale of n's bin under the rule
+        ``calibration`` (default: the weights' default rule), interpolated linearly in the level
+        (constant beyond the calibrated levels); 1 when the metadata has no calibration.
+
+        Weights whose pooled rule is one-sided and stratified (``scales_upper``/``scales_lower``,
+        indexed by level, n-bin and ``dims = dx + dy`` bin; :func:`pyromi.mist.train_hybrid.calibrate`)
+        give the scale of the ``side`` (``"upper"`` or ``"lower"``) end for that stratum (and, where
+        the record has ``median_edges``, the stratum of the predicted ``median``, nats)."""
         cal = self.meta.get("calibration", {})
         if not cal.get("levels"):
             return 1.0
-        key = "scales_family_robust" if self.rule(calibration) == "family_robust" else "scales"
+        rule = self.rule(calibration)
+        edges = cal.get("n_edges", [0, math.inf])
+        if rule == "pooled" and side is not None and f"scales_{side}" in cal:
+            scales = np.asarray(cal[f"scales_{side}"], dtype=np.float64)  # (levels, n-bins, d-bins)
+            b = int(np.clip(np.searchsorted(edges, n, side="right") - 1, 0, scales.shape[1] - 1))
+            d_edges = cal["dims_edges"]
+            c = int(np.clip(np.searchsorted(d_edges, dims if dims is not None else 2, side="right") - 1, 0,
+                            scales.shape[2] - 1))
+            col = scales[:, b, c]
+            if col.ndim == 2:  # median strata
+                e = int(np.clip(np.searchsorted(cal["median_edges"], median if median is not None else 0.0,
+                                                side="right") - 1, 0, col.shape[1] - 1))
+                col = col[:, e]
+            return float(np.interp(level, cal["levels"], col))
+        key = "scales_family_robust" if rule == "family_robust" else "scales"
         scales = np.asarray(cal[key], dtype=np.float64)  # (levels, bins)
         if scales.ndim == 1:
             scales = scales[:, None]
-        edges = cal.get("n_edges", [0, math.inf])
         b = int(np.clip(np.searchsorted(edges, n, side="right") - 1, 0, scales.shape[1] - 1))
         return float(np.interp(level, cal["levels"], scales[:, b]))
 
@@ -196,7 +241,26 @@ def _build(state: dict, name: str, sha: str, meta: dict) -> Pretrained:
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return Pretrained(net, cfg, name, sha, meta)
+    head = None
+    if "hybrid" in state:
+        from .hybrid import HybridConfig, HybridEnsemble
+
+        hy = state["hybrid"]
+        try:
+            full = HybridConfig.from_dict(dict(hy["config"]))
+            members = [HybridConfig.from_dict(dict(m["config"])) for m in hy["members"]]
+            with torch.random.fork_rng(devices=[]):
+                head = HybridEnsemble(full, members, cfg.d_max, float(hy["kappa"]))
+            for h, m in zip(head.heads, hy["members"]):
+                h.load_state_dict(m["model"], strict=True)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise WeightsError(f"{name}: the hybrid head does not match its config ({e}); re-export the weights") from None
+        if full.use_embedding and full.base_dim != 2 * cfg.dim:
+            raise WeightsError(f"{name}: the hybrid head reads a {full.base_dim}-wide embedding, the set network has {2 * cfg.dim}")
+        head.eval()
+        for p in head.parameters():
+            p.requires_grad_(False)
+    return Pretrained(net, cfg, name, sha, meta, head)
 
 
 def load_pretrained(name: str = DEFAULT_WEIGHTS) -> Pretrained:
@@ -345,9 +409,15 @@ def _block_log1p_quantiles(x: np.ndarray, y: np.ndarray, taus: np.ndarray, pre: 
     from .model import bucket_length, collate, encode_set
 
     blocks = _blocks(x.shape[0], pre.config.n_max, _check_seed(seed))
+    t = torch.as_tensor(taus, dtype=torch.float32)
+    if pre.head is not None:
+        from .hybrid import hybrid_inputs
+
+        rng = np.random.default_rng([_check_seed(seed), 0x71E5])  # ties of discrete columns: a private generator
+        inp = np.stack([hybrid_inputs(x[i], y[i], pre, pre.head.cfg, tie_rng=rng) for i in blocks])
+        return pre.head.log1p_quantiles(torch.as_tensor(inp, dtype=torch.float32), t).double().numpy()
     enc = [encode_set(x[i], y[i], pre.config) for i in blocks]
     tok, mask, feats = collate(enc, pad_to=bucket_length(max(len(i) for i in blocks)))
-    t = torch.as_tensor(taus, dtype=torch.float32)
     return pre.net.log1p_quantiles(tok, mask, feats, t).double().numpy()
 
 
@@ -373,7 +443,8 @@ def _combine(u: np.ndarray, taus: np.ndarray, gamma: float, scales: np.ndarray) 
     ``m = mean_b u_b(0.5)``; ``d(tau) = s(tau) mean_b (u_b(tau) - u_b(0.5))`` is the calibrated
     distance from the median to the tau-quantile of one block; the result is
     ``u(tau) = m + f(tau) d(tau)``, made non-decreasing in tau and floored at 0, with the shrinkage
-    factor ``f = max(B^-gamma, sqrt(1 - (1 - 1/B) min(1, (z_tau sigma / d)^2)))``.
+    factor ``f = max(B^-gamma, sqrt(1 - (1 - 1/B) min(1, (z_tau sigma / d)^2)))``; a lower quantile
+    (``tau < 1/2``) that at least half of the blocks put at 0 after calibration is 0 (see below).
 
     Why: a block's error is a systematic part shared by all blocks (the network's bias for this
     kind of distribution at this block size) plus sampling noise independent across blocks. Its
@@ -383,6 +454,9 @@ def _combine(u: np.ndarray, taus: np.ndarray, gamma: float, scales: np.ndarray) 
     block medians (``z_tau = |Phi^-1(tau)|``). When the blocks agree (systematic error dominates,
     e.g. independent data, where the network's median is ~0.01 nats in every block) the interval
     does not shrink and keeps covering; when they scatter it shrinks up to ``1 / sqrt(B)``.
+    Independence is an atom of the MI (``I = 0`` exactly) at which every block's median is a little
+    above 0: that error is systematic, but the spread of the block medians makes it look like noise;
+    so where most blocks' calibrated tau-quantile is 0 the combined one is 0 too.
     ``B^-gamma`` (``gamma`` calibrated on validation families under the older rule
     ``f = B^-gamma``) caps the shrinkage too: the interval never shrinks faster than either allows.
     """
@@ -390,7 +464,13 @@ def _combine(u: np.ndarray, taus: np.ndarray, gamma: float, scales: np.ndarray) 
     m = u[:, mid].mean()
     dev = scales * (u - u[:, mid : mid + 1]).mean(0)
     f = _shrink_factors(u, taus, gamma, dev)
-    return np.maximum(np.maximum.accumulate(m + f * dev), 0.0)
+    out = np.maximum(m + f * dev, 0.0)
+    # the atom I = 0: where most blocks put their (calibrated) tau-quantile at 0 -- each block alone
+    # cannot exclude independence at that level -- the combination does not exclude it either: the
+    # network's positive error at I = 0 is the same in every block and does not average out
+    at_zero = np.median(np.maximum(u[:, mid : mid + 1] + scales * (u - u[:, mid : mid + 1]), 0.0), axis=0) <= 0.0
+    out[(taus < 0.5) & at_zero] = 0.0
+    return np.maximum.accumulate(out)
 
 
 def _validated(x, y, pre: Pretrained) -> tuple[np.ndarray, np.ndarray]:
@@ -414,7 +494,10 @@ def _calibrated_quantiles(x, y, grid: np.ndarray, pre: Pretrained, seed, rule: s
     the interval of coverage ``|2 tau - 1|`` (1 if not ``calibrated``), combined over blocks."""
     u = _block_log1p_quantiles(x, y, grid, pre, seed)
     nb = u.shape[0]
-    scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb, rule) if calibrated else 1.0 for t in grid])
+    dims = x.shape[1] + y.shape[1]
+    med = float(np.expm1(u[:, int(np.argmin(np.abs(grid - 0.5)))].mean()))
+    scales = np.array([pre.scale_for(abs(2 * t - 1), x.shape[0] // nb, rule, side="upper" if t > 0.5 else "lower",
+                                     dims=dims, median=med) if calibrated else 1.0 for t in grid])
     q = np.expm1(_combine(u, grid, pre.gamma_for(rule), scales))
     if not np.all(np.isfinite(q)):  # cannot happen (quantiles are capped); never pass it on
         raise PyromiError(f"MIST produced non-finite quantiles {q.tolist()} on this sample; please report it")
@@ -423,9 +506,18 @@ def _calibrated_quantiles(x, y, grid: np.ndarray, pre: Pretrained, seed, rule: s
 
 def _range_check(x, y, pre: Pretrained, q95: float, seed: int) -> dict:
     from . import range_check
+    from .model import _MAX_U
 
-    return range_check.check(x, y, shape_q99=pre.trained_mi_q99_for(x.shape[1], y.shape[1]),
-                             mist_q95=q95, seed=seed)
+    shape_q99 = pre.trained_mi_q99_for(x.shape[1], y.shape[1])
+    rc = range_check.check(x, y, shape_q99=shape_q99, mist_q95=q95, seed=seed)
+    if q95 > shape_q99:  # the calibrated upper end lies beyond the MI the weights were trained on
+        rc["reasons"].append(
+            f"MIST's own 95% quantile ({min(q95, math.expm1(_MAX_U)):.1f} nats after calibration) lies above "
+            f"{shape_q99:.2f} nats, the 99th percentile of the MI the weights were trained on for "
+            f"(dx, dy) = ({x.shape[1]}, {y.shape[1]}), so no finite upper end is supported"
+        )
+        rc["fired"] = True
+    return rc
 
 
 def _range_warning(rc: dict, median: float, stacklevel: int) -> None:
@@ -448,7 +540,7 @@ def quantiles(x, y, taus, *, model=None, seed: int | None = None, calibrated: bo
     ``model``: weights name or :class:`Pretrained` (default: the shipped weights). ``seed`` fixes the
     random block split when ``n > n_max`` (``None``: the fixed default split, seed 0; the global
     RNGs are never used). ``calibrated`` applies the validation-fitted interval scales of rule
-    ``calibration`` (``"family_robust"``, the default, or ``"pooled"``); ``calibrated=False`` gives
+    ``calibration`` (``"pooled"`` or ``"family_robust"``; default: the weights' recorded rule); ``calibrated=False`` gives
     the raw network quantiles, combined over blocks with the same rule.
 
     The range check of :func:`estimate` runs here too: when it fires (a
@@ -522,9 +614,10 @@ def estimate(
             default, seed 0, so the estimate is a deterministic function of the sample). The
             global torch and numpy RNGs are never used or changed.
         model: weights name or :class:`Pretrained` (default: the shipped ``DEFAULT_WEIGHTS``).
-        calibration: interval rule, ``"family_robust"`` (default: every validation family covered;
-            wider) or ``"pooled"`` (calibrated on the training meta-prior; narrower, under-covers
-            on unfamiliar distributions). Coverage of both is measured in ``benchmarks/bench_mist.py``.
+        calibration: interval rule, ``"pooled"`` or ``"family_robust"`` (default: the weights'
+            recorded rule, ``pre.rule()``: ``"pooled"`` for ``mist-hybrid``, ``"family_robust"`` for
+            ``mist-medium``; see the module docstring). Coverage of both is measured in
+            ``benchmarks/bench_mist.py``.
         observed, latent: names shown in the result's repr.
 
     Raises:
@@ -547,8 +640,9 @@ def estimate(
         return float(q[int(np.argmin(np.abs(grid - t)))])
 
     n = x.shape[0]
-    s = pre.scale_for(level, n // nb, rule)
+    dims = x.shape[1] + y.shape[1]
     median = at(0.5)
+    s = {side: pre.scale_for(level, n // nb, rule, side=side, dims=dims, median=median) for side in ("lower", "upper")}
     rc = _range_check(x, y, pre, at(0.95), seed_used)
     beyond = rc["fired"]
     intervals = {v: (at((1 - v) / 2), None if beyond else at((1 + v) / 2)) for v in levels}

@@ -57,6 +57,17 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from .structures import (
+    _orthogonal,
+    curve_pointwise_mi,
+    draw_curve,
+    draw_mixture,
+    mixture_pointwise_mi,
+    pairs_covariance,
+    sample_curve,
+    sample_mixture,
+)
+
 __all__ = [
     "STRUCTURES",
     "TRANSFORMS",
@@ -78,7 +89,8 @@ __all__ = [
     "mi_quantile",
 ]
 
-STRUCTURES = (
+#: structures and transforms of the first meta-prior (the ``train``/``val``/``test_*`` splits)
+STRUCTURES_V1 = (
     "gauss-dense",
     "gauss-sparse",
     "gauss-2pair",
@@ -89,7 +101,11 @@ STRUCTURES = (
     "student-lvm",
     "additive",
 )
-TRANSFORMS = ("base", "halfcube", "asinh", "wiggly", "flow")
+TRANSFORMS_V1 = ("base", "halfcube", "asinh", "wiggly", "flow")
+#: every structure (the second meta-prior adds ``pairs``, ``curve`` and ``mixture``; see
+#: :mod:`pyromi.mist.structures`) and every transform (``spiral`` is only ever a test transform)
+STRUCTURES = STRUCTURES_V1 + ("gauss-pairs", "student-pairs", "curve", "mixture")
+TRANSFORMS = TRANSFORMS_V1 + ("spiral",)
 
 
 def family_name(structure: str, transform: str) -> str:
@@ -153,9 +169,29 @@ _TEST_UNSEEN = _fams(
         "additive": ("halfcube", "flow"),
     }
 )
-_ALL = tuple(family_name(s, t) for s in STRUCTURES for t in TRANSFORMS)
+_ALL = tuple(family_name(s, t) for s in STRUCTURES_V1 for t in TRANSFORMS_V1)
 #: Training families: every family that is neither held out for validation nor in the unseen grid.
 _TRAIN = tuple(f for f in _ALL if f not in _VAL_HELD_OUT and f not in _TEST_UNSEEN)
+
+# Second meta-prior (``*_v2``): every v1 family plus the new structures. Test-only: the
+# ``mixture`` structure and the ``spiral`` transform (never trained, validated or calibrated on),
+# plus the v1 unseen grid and a few new (structure, transform) pairs.
+_TEST_UNSEEN_V2 = _TEST_UNSEEN + _fams(
+    {
+        "mixture": ("base", "flow", "asinh"),
+        "gauss-sparse": ("spiral",),
+        "student-dense": ("spiral",),
+        "gauss-pairs": ("spiral", "halfcube"),
+        "curve": ("spiral", "halfcube"),
+        "student-pairs": ("flow",),
+    }
+)
+_TRAIN_V2 = tuple(
+    family_name(s, t)
+    for s in STRUCTURES
+    for t in TRANSFORMS
+    if s != "mixture" and t != "spiral" and family_name(s, t) not in _TEST_UNSEEN_V2
+)
 
 #: Named splits of the (structure, transform) families.
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -164,6 +200,9 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "val_held_out": _VAL_HELD_OUT,
     "test_imd": _TEST_IMD,
     "test_unseen": _TEST_UNSEEN,
+    "train_v2": _TRAIN_V2,
+    "test_imd_v2": _TEST_IMD + _fams({"gauss-pairs": ("base",), "curve": ("flow",), "student-pairs": ("wiggly",)}),
+    "test_unseen_v2": _TEST_UNSEEN_V2,
 }
 
 
@@ -172,6 +211,9 @@ def _check_splits() -> None:
     assert not val & imd and not val & unseen, "validation families leak into a test grid"
     assert imd <= train and not unseen & train, "test_imd must be trained on, test_unseen must not"
     assert set(_VAL_IN) <= train and not set(_VAL_HELD_OUT) & train
+    train2, imd2, unseen2 = (set(SPLITS[k]) for k in ("train_v2", "test_imd_v2", "test_unseen_v2"))
+    assert imd2 <= train2 and not unseen2 & train2, "v2: test_unseen_v2 must never be trained on"
+    assert not any(f.startswith("mixture") or f.endswith("spiral") for f in train2)
 
 
 _check_splits()
@@ -275,6 +317,26 @@ _MONOTONE = {
 }
 
 
+def spiral_params(d: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """A random plane (orthonormal ``e1, e2``) and speed ``v ~ U[1, 3]`` for :func:`spiral`."""
+    if d < 2:
+        return np.zeros(d), np.zeros(d), 0.0
+    q = _orthogonal(d, rng)
+    return q[:, 0], q[:, 1], float(rng.uniform(1.0, 3.0))
+
+
+def spiral(t: np.ndarray, e1: np.ndarray, e2: np.ndarray, v: float) -> np.ndarray:
+    """Rotate each row in the plane ``(e1, e2)`` by the angle ``v |t|^2 / d``: the norm is kept, so
+    the angle and the map can be inverted; non-monotone in every coordinate (identity for d = 1)."""
+    if v == 0.0:
+        return t
+    a, b = t @ e1, t @ e2
+    th = v * (t * t).sum(1) / t.shape[1]
+    c, s = np.cos(th), np.sin(th)
+    da, db = a * (c - 1) - b * s, a * s + b * (c - 1)
+    return t + da[:, None] * e1 + db[:, None] * e2
+
+
 def _tanh_bump(t: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return t + a * np.tanh(b * t + c)
 
@@ -374,6 +436,10 @@ class Task:
     def sample_base(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` draws of the base distribution (before transforms, permutations, affine maps)."""
         p, dx = self.params, self.dx
+        if self.structure == "curve":
+            return sample_curve(p, dx, self.dy, n, rng)
+        if self.structure == "mixture":
+            return sample_mixture(p, dx, self.dy, n, rng)
         if self.structure == "additive":
             x = rng.uniform(0.0, 1.0, (n, dx))
             y = rng.uniform(0.0, 1.0, (n, self.dy))
@@ -391,6 +457,8 @@ class Task:
         p = self.params
         if self.transform == "flow":
             t = p[f"flow_{which}"].forward(t)
+        elif self.transform == "spiral":
+            t = spiral(t, *p[f"spiral_{which}"])
         else:
             t = _MONOTONE[self.transform][0 if which == "x" else 1](t)
         t = t[:, p[f"perm_{which}"]]
@@ -412,6 +480,8 @@ def _dispersion(structure: str, dx: int, dy: int, rng: np.random.Generator) -> t
         k = int(rng.integers(1, m + 1)) if kind == "sparse" else min(2, m)
         lam = rng.uniform(0.1, 5.0)
         return lvm_covariance(dx, dy, k=k, lam=lam, eta=lam), {"k": k, "lam": lam}
+    if kind == "pairs":
+        return pairs_covariance(dx, dy, rng)
     if kind == "lvm":
         k = int(rng.integers(1, m + 1))
         h = {
@@ -425,11 +495,16 @@ def _dispersion(structure: str, dx: int, dy: int, rng: np.random.Generator) -> t
     raise ValueError(f"unknown structure {structure!r}")
 
 
-def _draw_dependence(structure: str, dx: int, dy: int, rng: np.random.Generator) -> tuple[float, dict]:
+def _draw_dependence(structure: str, dx: int, dy: int, rng: np.random.Generator,
+                     mc_draws: int | None = None) -> tuple[float, dict]:
     """The dependence part of :func:`draw_task`: hyper-parameters of ``structure`` (dispersion or
-    noise widths, t degrees of freedom) and the closed-form MI. Consumes ``rng`` exactly as
-    :func:`draw_task` does before it draws the marginal transforms."""
+    noise widths, t degrees of freedom) and the MI (closed form, or Monte Carlo with ``mc_draws``
+    draws -- default :data:`~pyromi.mist.structures.MC_DRAWS` -- for ``curve`` and ``mixture``).
+    Consumes ``rng`` exactly as :func:`draw_task` does before it draws the marginal transforms."""
     params: dict[str, Any] = {}
+    if structure in ("curve", "mixture"):
+        draw = draw_curve if structure == "curve" else draw_mixture
+        return draw(dx, dy, rng, mc_draws) if mc_draws else draw(dx, dy, rng)
     if structure == "additive":
         eps = rng.uniform(0.1, 2.0, min(dx, dy))
         params["eps"] = eps
@@ -456,6 +531,8 @@ def draw_task(family: str, dx: int, dy: int, rng: np.random.Generator) -> Task:
     for which, d in (("x", dx), ("y", dy)):
         if transform == "flow":
             params[f"flow_{which}"] = RandomFlow.random(d, rng)
+        elif transform == "spiral":
+            params[f"spiral_{which}"] = spiral_params(d, rng)
         params[f"perm_{which}"] = rng.permutation(d)
         params[f"scale_{which}"] = np.exp(rng.uniform(math.log(0.1), math.log(10.0), d))
         params[f"shift_{which}"] = rng.normal(0.0, 2.0, d)
@@ -467,6 +544,10 @@ def pointwise_mi(task: Task, xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
     from scipy import stats
 
     dx = task.dx
+    if task.structure == "curve":
+        return curve_pointwise_mi(task.params, xb, yb)
+    if task.structure == "mixture":
+        return mixture_pointwise_mi(task.params, xb, yb)
     if task.structure == "additive":
         e = task.params["eps"]
         m = len(e)
@@ -540,12 +621,21 @@ def make_grid(
     return out
 
 
+#: Monte Carlo draws per ``curve``/``mixture`` task when only the MI's quantiles over a prior are
+#: wanted (:func:`mi_quantile`, :func:`mi_quantile_shape`): the MI of those structures stays below
+#: ~6 nats, far from the 99th percentile, so a noisier value changes nothing there
+QUANTILE_MC_DRAWS = 100
+
+
 def mi_quantile(families: tuple[str, ...] | list[str], d_max: int, q: float = 0.99, *, draws: int = 20000,
                 seed: int = 0) -> float:
     """The ``q``-quantile of the true MI (nats) over the meta-prior of ``families`` with
-    ``dx, dy ~ U{1..d_max}`` (families taken in turn), from ``draws`` task draws."""
+    ``dx, dy ~ U{1..d_max}`` (families taken in turn), from ``draws`` draws (only the dependence
+    hyper-parameters are drawn: the marginal transforms do not change the MI)."""
     rng = np.random.default_rng(seed)
-    mis = [draw_task(families[i % len(families)], *map(int, rng.integers(1, d_max + 1, 2)), rng).mi for i in range(draws)]
+    structures = [parse_family(f)[0] for f in families]
+    mis = [_draw_dependence(structures[i % len(structures)], *map(int, rng.integers(1, d_max + 1, 2)), rng,
+                            QUANTILE_MC_DRAWS)[0] for i in range(draws)]
     return float(np.quantile(mis, q))
 
 
@@ -559,7 +649,7 @@ def mi_quantile_shape(families: tuple[str, ...] | list[str], a: int, b: int, q: 
     rng = np.random.default_rng([seed, a, b])
     structures = [parse_family(f)[0] for f in families]
     mis = [
-        _draw_dependence(structures[i % len(structures)], *((a, b) if i % 2 == 0 else (b, a)), rng)[0]
+        _draw_dependence(structures[i % len(structures)], *((a, b) if i % 2 == 0 else (b, a)), rng, QUANTILE_MC_DRAWS)[0]
         for i in range(draws)
     ]
     return float(np.quantile(mis, q))

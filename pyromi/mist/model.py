@@ -272,14 +272,17 @@ class MonotoneQuantileHead(nn.Module):
 
     def log1p_quantiles(self, e: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
         """Quantiles of ``log(1 + I)``: ``e`` ``(B, inp)``, ``taus`` ``(B, K)`` or ``(K,)`` -> ``(B, K)``."""
+        return F.softplus(self.raw(e, taus)).clamp(max=_MAX_U)
+
+    def raw(self, e: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
+        """``z(tau)`` (before the output map), increasing in tau, ``(B, K)``."""
         p = self.net(e)
         a, w0, w = p[:, :1], F.softplus(p[:, 1:2]), F.softplus(p[:, 2:])
         if taus.dim() == 1:
             taus = taus.expand(e.shape[0], -1)
         lt = torch.logit(taus.clamp(1e-4, 1 - 1e-4))
         basis = torch.sigmoid((lt[..., None] - self.centres) / self.width)  # (B, K, M)
-        z = a + w0 * lt / 4.0 + (basis * w[:, None, :]).sum(-1)
-        return F.softplus(z).clamp(max=_MAX_U)
+        return a + w0 * lt / 4.0 + (basis * w[:, None, :]).sum(-1)
 
     def forward(self, e: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
         return torch.expm1(self.log1p_quantiles(e, taus))

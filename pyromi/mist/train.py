@@ -32,7 +32,6 @@ import json
 import math
 import os
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
