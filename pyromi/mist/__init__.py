@@ -525,7 +525,7 @@ def _range_warning(rc: dict, median: float, stacklevel: int) -> None:
         "MIST: the sample shows more dependence than the weights were trained on: "
         + "; ".join(rc["reasons"])
         + f". MIST cannot measure MI beyond that range (its median, {median:.2f} nats, is unreliable "
-        "there, usually far too low), so the interval is returned unbounded above (upper = None); "
+        "there, too low or too high), so the interval is returned unbounded above (upper = None); "
         "its lower end stands. "
         "Use a density-based bound (mutual_information(..., bound='ais' or 'iwae')) if the model's "
         "densities are available; otherwise report the MI as at least the lower end.",
