@@ -282,6 +282,14 @@ CAL_N = (10, 12, 15, 18, 22, 27, 33, 40, 50, 60, 75, 90, 110, 140, 170, 210, 260
 CAL_EDGES = (30, 100, 300)  # n-bins [n_min, 30), [30, 100), [100, 300), [300, n_max]
 
 
+def conformity_ratios(T: np.ndarray, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided conformity ratios of an interval ``[lo, hi]`` around the median ``m`` (all on the
+    ``log(1 + I)`` scale) for truths ``T``: ``(T - m) / (hi - m)`` (upper end) and
+    ``(m - T) / (m - lo)`` (lower end). At most one is positive; their maximum is the symmetric
+    ratio (the upper one when ``T >= m``, else the lower one)."""
+    return (T - m) / np.maximum(hi - m, 1e-9), (m - T) / np.maximum(m - lo, 1e-9)
+
+
 def _conformal_scale(r: np.ndarray, level: float) -> float:
     """Split-conformal multiplier: the ceil((N + 1) level)-th smallest ratio r_i (finite-sample valid)."""
     k = min(len(r), math.ceil((len(r) + 1) * level))
@@ -321,7 +329,7 @@ def calibrate(pre, *, seed: int = 777, reps: int = 4, big_reps: int = 4, d_max: 
     for lev in CAL_LEVELS:
         lo = U[:, np.argmin(np.abs(taus - (1 - lev) / 2))]
         hi = U[:, np.argmin(np.abs(taus - (1 + lev) / 2))]
-        r = np.where(T >= m, (T - m) / np.maximum(hi - m, 1e-9), (m - T) / np.maximum(m - lo, 1e-9))
+        r = np.maximum(*conformity_ratios(T, m, lo, hi))
         cov = (lo <= T) & (T <= hi)
         sc, sf, rc = [], [], []
         for a, b in zip(edges[:-1], edges[1:]):

@@ -42,7 +42,7 @@ import torch
 
 from . import families as fam
 from .hybrid import KAPPA, HybridConfig, HybridEnsemble, HybridHead, anchor, combine_members, member_columns
-from .train import CAL_EDGES, CAL_LEVELS, _conformal_scale, pinball
+from .train import CAL_EDGES, CAL_LEVELS, _conformal_scale, conformity_ratios, pinball
 
 #: base-structure groups of the leave-structure-out cross-fit
 GROUPS = {
@@ -175,13 +175,14 @@ def cross_fit_ensemble(data: dict, full: HybridConfig, members=MEMBERS, opts: di
     return q, per
 
 
-def _ratios(oof: np.ndarray, T: np.ndarray, lev: float) -> np.ndarray:
-    """Conformity ratios ``(u - m) / (hi - m)`` (truth above the median) or ``(m - u) / (m - lo)``."""
+def _side_ratios(oof: np.ndarray, T: np.ndarray, lev: float) -> tuple[np.ndarray, np.ndarray]:
+    """Upper- and lower-end conformity ratios of the ``lev`` interval of one out-of-group prediction
+    (:func:`~pyromi.mist.train.conformity_ratios`)."""
     taus = cal_taus()
     m = oof[:, int(np.argmin(np.abs(taus - 0.5)))]
     lo = oof[:, np.argmin(np.abs(taus - (1 - lev) / 2))]
     hi = oof[:, np.argmin(np.abs(taus - (1 + lev) / 2))]
-    return np.where(T >= m, (T - m) / np.maximum(hi - m, 1e-9), (m - T) / np.maximum(m - lo, 1e-9))
+    return conformity_ratios(T, m, lo, hi)
 
 
 #: strata of ``dx + dy`` and of the predicted median (nats) for the one-sided scales
@@ -194,17 +195,8 @@ MIN_STRATUM = 200
 def _one_sided(oofs: list[np.ndarray], T: np.ndarray, lev: float, side: str) -> np.ndarray:
     """One-sided conformity ratios of the ``side`` end of the ``lev`` interval: ``(u - m) / (hi - m)``
     (upper) or ``(m - u) / (m - lo)`` (lower), the largest over the groupings."""
-    taus = cal_taus()
-    out = []
-    for o in oofs:
-        m = o[:, int(np.argmin(np.abs(taus - 0.5)))]
-        if side == "upper":
-            hi = o[:, np.argmin(np.abs(taus - (1 + lev) / 2))]
-            out.append((T - m) / np.maximum(hi - m, 1e-9))
-        else:
-            lo = o[:, np.argmin(np.abs(taus - (1 - lev) / 2))]
-            out.append((m - T) / np.maximum(m - lo, 1e-9))
-    return np.max(out, axis=0)
+    i = 0 if side == "upper" else 1
+    return np.max([_side_ratios(o, T, lev)[i] for o in oofs], axis=0)
 
 
 def calibrate(oofs: list[np.ndarray], data: dict, n_max: int, n_min: int = 10) -> dict:
@@ -222,7 +214,7 @@ def calibrate(oofs: list[np.ndarray], data: dict, n_max: int, n_min: int = 10) -
                             + ", ".join(GROUPS) + ") and by transform; per set the larger conformity ratio")}
     taus = cal_taus()
     for lev in CAL_LEVELS:
-        r = np.max([_ratios(o, T, lev) for o in oofs], axis=0)
+        r = np.maximum(_one_sided(oofs, T, lev, "upper"), _one_sided(oofs, T, lev, "lower"))
         o = oofs[0]
         cov = (o[:, np.argmin(np.abs(taus - (1 - lev) / 2))] <= T) & (T <= o[:, np.argmin(np.abs(taus - (1 + lev) / 2))])
         sc, sf, rc = [], [], []
