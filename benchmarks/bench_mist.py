@@ -298,10 +298,21 @@ def main() -> None:
     ap.add_argument("--d-max", type=int, default=None,
                     help="draw dx, dy from 1..D (default: the weights' d_max); the grids of a smaller D are the "
                          "same sets for every weights, so runs of two weights with the same D compare directly")
+    ap.add_argument("--timings-only", action="store_true",
+                    help="only the timing table, for --weights and then mist-medium in the same run")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     reps = a.reps or (1 if a.quick else 3)
     pre = mist.load_pretrained(a.weights)
+    if a.timings_only:
+        t = {}
+        for name in dict.fromkeys((a.weights, "mist-medium")):
+            print(f"\n{name}:")
+            t[name] = timings(mist.load_pretrained(name), repeats=7, infonce_samples=0)
+        if len(t) == 2:
+            print("\nper-estimate time ratio " + ", ".join(
+                f"n={n}: {t[a.weights][n]['mist_ms'] / t['mist-medium'][n]['mist_ms']:.2f}x" for n in t[a.weights]))
+        return
     cfg = pre.config
     d_max = a.d_max or cfg.d_max
     if d_max > cfg.d_max:

@@ -493,6 +493,53 @@ def test_mutual_information_mist_on_an_implicit_simulator(pre):
     assert "interval" in repr(est) and est.upper_se is None
 
 
+def test_mutual_information_mist_weights_and_calibration(pre):
+    """``weights=`` and ``calibration=`` reach MIST from ``mutual_information``: the same joint draws
+    (same seed) read by mist-medium under the family-robust rule give exactly what
+    ``mist.estimate`` gives on them; bad values fail before the model runs, naming the argument;
+    other bounds refuse the keywords."""
+    import pyro
+    import pyro.distributions as dist
+
+    from pyromi import mutual_information
+
+    calls = []
+
+    def model():
+        calls.append(1)
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 0.5).to_event(1))
+
+    a = mutual_information(model, "x", bound="mist", num_samples=300, seed=3)
+    b = mutual_information(model, "x", bound="mist", num_samples=300, seed=3, weights="mist-medium",
+                           calibration="family_robust")
+    assert a.settings["weights"] == mist.DEFAULT_WEIGHTS and b.settings["weights"] == "mist-medium"
+    assert b.settings["calibration"] == "family_robust" and a.settings["calibration"] == "pooled"
+    joint = mutual_information(model, "x", bound="mist", num_samples=300, seed=3, weights=pre)
+    assert joint.value == a.value  # a Pretrained object works as a name does
+    assert b.value != a.value
+    n0 = len(calls)
+    with pytest.raises(PyromiError, match="weights="):
+        mutual_information(model, "x", bound="mist", weights=3)
+    with pytest.raises(PyromiError, match="mist-nonexistent|not found|no weights"):
+        mutual_information(model, "x", bound="mist", weights="mist-nonexistent")
+    with pytest.raises(PyromiError, match="calibration must be one of"):
+        mutual_information(model, "x", bound="mist", calibration="widest")
+    assert len(calls) == n0  # refused before any model call
+    with pytest.raises(ValueError, match="calibration="):
+        mutual_information(model, "x", bound="iwae", calibration="pooled")
+    with pytest.raises(ValueError, match="weights="):
+        mutual_information(model, "x", bound="ais", weights="mist-medium")
+
+
+def test_estimate_records_the_seed_it_used(pre):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 1))
+    e = mist.estimate(x, x + rng.standard_normal((200, 1)), model=pre)
+    assert e.settings["seed"] == mist.DEFAULT_SEED
+    assert mist.estimate(x, x + 1.0 + rng.standard_normal((200, 1)), model=pre, seed=5).settings["seed"] == 5
+
+
 def test_calibration_rules(pre):
     """The family-robust intervals contain the pooled ones (same median); both rules are recorded
     and the default is the weights' recorded ``default_rule``; a bad rule is an error that lists

@@ -196,16 +196,11 @@ class Pretrained:
         rule = self.rule(calibration)
         edges = cal.get("n_edges", [0, math.inf])
         if rule == "pooled" and side is not None and f"scales_{side}" in cal:
-            scales = np.asarray(cal[f"scales_{side}"], dtype=np.float64)  # (levels, n-bins, d-bins)
-            b = int(np.clip(np.searchsorted(edges, n, side="right") - 1, 0, scales.shape[1] - 1))
-            d_edges = cal["dims_edges"]
-            c = int(np.clip(np.searchsorted(d_edges, dims if dims is not None else 2, side="right") - 1, 0,
-                            scales.shape[2] - 1))
-            col = scales[:, b, c]
-            if col.ndim == 2:  # median strata
-                e = int(np.clip(np.searchsorted(cal["median_edges"], median if median is not None else 0.0,
-                                                side="right") - 1, 0, col.shape[1] - 1))
-                col = col[:, e]
+            from .hybrid import strata
+
+            scales = np.asarray(cal[f"scales_{side}"], dtype=np.float64)  # (levels, n-bins, d-bins[, m-bins])
+            b, c, e = strata(cal, n, dims if dims is not None else 2, median if median is not None else 0.0)
+            col = scales[:, b, c] if scales.ndim == 3 else scales[:, b, c, e]
             return float(np.interp(level, cal["levels"], col))
         key = "scales_family_robust" if rule == "family_robust" else "scales"
         scales = np.asarray(cal[key], dtype=np.float64)  # (levels, bins)
@@ -322,14 +317,15 @@ def load_checkpoint(path: str | Path, meta: dict | None = None) -> Pretrained:
     return _build(state, str(path), _sha256(path), meta or {})
 
 
-def _resolve(model) -> Pretrained:
+def _resolve(model, arg: str = "model") -> Pretrained:
     if model is None:
         return load_pretrained()
     if isinstance(model, str):
         return load_pretrained(model)
     if isinstance(model, Pretrained):
         return model
-    raise PyromiError(f"model= must be a weights name, a Pretrained (mist.load_pretrained) or None, got {type(model).__name__}")
+    raise PyromiError(f"{arg}= must be a weights name (e.g. {DEFAULT_WEIGHTS!r}, 'mist-medium'), a Pretrained "
+                      f"(mist.load_pretrained) or None, got {type(model).__name__}")
 
 
 def _check_n(n: int, pre: Pretrained) -> None:
@@ -671,7 +667,7 @@ def estimate(
             "config": pre.config.to_dict(),
             "level": level,
             "level_calibrated": bool(cal_levels) and min(cal_levels) <= level <= max(cal_levels),
-            "seed": seed,
+            "seed": seed_used,
             "calibration": rule,
             "combine_gamma": pre.gamma_for(rule),
             "interval_scale": s,

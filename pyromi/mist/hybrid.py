@@ -146,7 +146,7 @@ def knn_features(u: np.ndarray, v: np.ndarray, ks=KSG_KS) -> np.ndarray:
 
     def sqdist(z: torch.Tensor) -> torch.Tensor:
         s = (z * z).sum(1)
-        d = (s[:, None] + s[None, :] - 2.0 * (z @ z.T)).clamp_min_(0.0)
+        d = torch.addmm(s[None, :], z, z.T, alpha=-2.0).add_(s[:, None]).clamp_min_(0.0)
         d.fill_diagonal_(math.inf)
         return d
 
@@ -159,8 +159,8 @@ def knn_features(u: np.ndarray, v: np.ndarray, ks=KSG_KS) -> np.ndarray:
     for k in ks:
         k = max(1, min(k, kmax))
         r = kth[:, k - 1 : k]
-        nx = (dx2 < r).sum(1).numpy()
-        ny = (dy2 < r).sum(1).numpy()
+        nx = (dx2 < r).sum(1, dtype=torch.int32).numpy()
+        ny = (dy2 < r).sum(1, dtype=torch.int32).numpy()
         terms = special.digamma(k) + psi_n - special.digamma(nx + 1) - special.digamma(ny + 1)
         out.append(float(terms.mean()))
         ses.append(float(terms.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0)
@@ -281,3 +281,17 @@ class HybridEnsemble(nn.Module):
         q = torch.stack([h.log1p_quantiles(inputs[:, c], grid, a) for h, c in zip(self.heads, self.columns)])
         out = combine_members(q, grid, self.kappa)
         return out[:, torch.searchsorted(grid, taus.reshape(-1))]
+
+
+def strata(cal: dict, n, dims, median) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices ``(n-bin, dims-bin, median-bin)`` of the one-sided calibration strata (Mondrian
+    conformal, :func:`pyromi.mist.train_hybrid.calibrate`) for (block) sample sizes ``n``,
+    ``dims = dx + dy`` and predicted medians (nats); out-of-range values take the nearest stratum.
+    Scalars or arrays; the one lookup shared by calibration, its check and ``Pretrained.scale_for``."""
+    def bin_of(edges, v, count):
+        return np.clip(np.searchsorted(edges, v, side="right") - 1, 0, count - 1)
+
+    n_edges, d_edges, m_edges = cal["n_edges"], cal["dims_edges"], cal.get("median_edges", [0.0])
+    return (bin_of(n_edges, n, len(n_edges) - 1), bin_of(d_edges, dims, len(d_edges)),
+            bin_of(m_edges, median, len(m_edges)))
+

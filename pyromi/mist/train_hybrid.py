@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 from . import families as fam
-from .hybrid import KAPPA, HybridConfig, HybridEnsemble, HybridHead, anchor, combine_members, member_columns
+from .hybrid import (KAPPA, HybridConfig, HybridEnsemble, HybridHead, anchor, combine_members, member_columns,
+                     strata)
 from .train import CAL_EDGES, CAL_LEVELS, _conformal_scale, conformity_ratios, pinball
 
 #: base-structure groups of the leave-structure-out cross-fit
@@ -234,23 +235,21 @@ def calibrate(oofs: list[np.ndarray], data: dict, n_max: int, n_min: int = 10) -
     D = data["dx"] + data["dy"]
     mid = int(np.argmin(np.abs(cal_taus() - 0.5)))
     M = np.expm1(np.mean([o[:, mid] for o in oofs], axis=0))
-    d_edges = list(DIMS_EDGES) + [10**6]
-    m_edges = list(MEDIAN_EDGES) + [np.inf]
     out["dims_edges"], out["median_edges"] = list(DIMS_EDGES), list(MEDIAN_EDGES)
+    sb, sc_, se = strata(out, N, D, M)
     for side in ("upper", "lower"):
         tab = []
         for lev in CAL_LEVELS:
             r = _one_sided(oofs, T, lev, side)
             q = (1 + lev) / 2
             row = []
-            for a, b in zip(edges[:-1], edges[1:]):
+            for b in range(len(edges) - 1):
                 cells = []
-                for c, e in zip(d_edges[:-1], d_edges[1:]):
-                    k = (N >= a) & (N < b) & (D >= c) & (D < e)
+                for c in range(len(DIMS_EDGES)):
+                    k = (sb == b) & (sc_ == c)
                     fallback = _conformal_scale(r[k], q)
-                    cells.append([_conformal_scale(r[k & (M >= g) & (M < h)], q)
-                                  if (k & (M >= g) & (M < h)).sum() >= MIN_STRATUM else fallback
-                                  for g, h in zip(m_edges[:-1], m_edges[1:])])
+                    cells.append([_conformal_scale(r[k & (se == e)], q) if (k & (se == e)).sum() >= MIN_STRATUM
+                                  else fallback for e in range(len(MEDIAN_EDGES))])
                 row.append(cells)
             tab.append(row)
         out[f"scales_{side}"] = tab
@@ -264,12 +263,9 @@ def held_out_coverage(oofs: list[np.ndarray], data: dict, cal: dict, level: floa
     out-of-group predictions (in-sample for the scales: a check that no group is left far below)."""
     T = np.log1p(data["mi"])
     li = cal["levels"].index(level)
-    b = np.clip(np.searchsorted(cal["n_edges"], data["n"], side="right") - 1, 0, len(cal["n_edges"]) - 2)
-    c = np.clip(np.searchsorted(cal["dims_edges"], data["dx"] + data["dy"], side="right") - 1, 0,
-                len(cal["dims_edges"]) - 1)
     mid = int(np.argmin(np.abs(cal_taus() - 0.5)))
     M = np.expm1(np.mean([o[:, mid] for o in oofs], axis=0))
-    e = np.clip(np.searchsorted(cal["median_edges"], M, side="right") - 1, 0, len(cal["median_edges"]) - 1)
+    b, c, e = strata(cal, data["n"], data["dx"] + data["dy"], M)
     ok = np.ones(len(T), bool)
     for side in ("upper", "lower"):
         ok &= _one_sided(oofs, T, level, side) <= np.asarray(cal[f"scales_{side}"])[li][b, c, e]
