@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 #: public submodules imported on first access (``pyromi.audit``, ``pyromi.plots``, ...): ``import
 #: pyromi`` stays fast, and ``pyromi.mist.estimate(...)`` works without ``import pyromi.mist``
-_SUBMODULES = ("audit", "baselines", "critics", "mist", "models", "plots")
+_SUBMODULES = ("audit", "baselines", "critics", "mist", "models", "oed", "plots")
 
 
 def __getattr__(name: str):

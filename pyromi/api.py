@@ -25,6 +25,7 @@ from .estimators.importance import importance_mi
 from .proposals.base import PriorProposal, Proposal
 from .proposals.guide import GuideProposal, fit_autoguide
 from .result import LogMarginalEstimate, MIEstimate
+from . import distributed
 
 __all__ = ["mutual_information", "log_marginal", "BOUNDS"]
 
@@ -120,12 +121,23 @@ def _resolve_proposal(
     return GuideProposal(guide).bind(adapter)
 
 
+def _per_sample_bound(arguments: dict) -> bool:
+    """Bounds sharded over ranks as they stand (:mod:`pyromi.distributed`): the density bounds.
+    Trained bounds shard their evaluation inside the trainer (training is data-parallel); MIST
+    shards its simulation and reads the gathered sample once."""
+    bound = arguments.get("bound")
+    return bound in ("iwae", "ais") or (bound == "ba" and (arguments.get("guide") is not None
+                                                        or arguments.get("joint") is not None))
+
+
 @entry_point
+@distributed.sharded(when=_per_sample_bound)
 def mutual_information(
     model: Callable,
     observed: str | Sequence[str],
     latent: str | Sequence[str] | None = None,
     *,
+    given: str | Sequence[str] | None = None,
     bound: str = "iwae",
     guide=None,
     num_samples: int = 256,
@@ -150,6 +162,8 @@ def mutual_information(
     max_memory: int | None = None,
     guide_steps: int = 1000,
     level: float = 0.9,
+    weights=None,
+    calibration: str | None = None,
     seed: int | None = None,
     progress: bool | None = None,
     reparam: str | None = None,
@@ -165,7 +179,16 @@ def mutual_information(
     Args:
         model: a Pyro model callable; observed sites are sampled generatively.
         observed: observed site name(s).
-        latent: latent site name(s); default all other sample sites.
+        latent: latent site name(s) z; default all other sample sites (but ``given``). Sample
+            sites in neither ``observed``, ``latent`` nor ``given`` are **nuisance** latents psi,
+            marginalised: I(x; z) = E[log p(x | z) - log p(x)] with p(x | z) = int p(x | z, psi)
+            p(psi | z) dpsi, bounded by nested Multi-Sample AIS (``ais``; ``iwae``: the same at
+            T = 1) -- :mod:`pyromi.estimators.nuisance`; a nuisance upstream of the target (a
+            parent of z) adds a third sandwich, on log p(z). ``mist`` needs no densities and simply
+            ignores unlisted sites.
+        given: site name(s) c for the conditional MI I(x; z | c) (``ais``, ``iwae``): c is drawn
+            from the model with everything else and held as context; its density may not depend
+            on the latents.
         bound: full joint density: ``"iwae"`` (two-sided importance-sampling sandwich) or
             ``"ais"`` (Multi-Sample AIS sandwich, tight at high MI). Only p(z) needed (x is only
             simulated, log p(x|z) is never evaluated; a critic and/or proposal is trained on
@@ -215,6 +238,10 @@ def mutual_information(
             (bytes per pair measured on the probe draws, times 4) fits. An allocator failure
             raises :class:`pyromi.ResourceError` saying what to lower.
         level: ``mist``: the nominal coverage of the returned interval (default 0.9).
+        weights, calibration: ``mist``: the weights (a name such as ``"mist-medium"`` or a
+            :class:`pyromi.mist.Pretrained`; default the shipped ``mist-hybrid``) and the interval
+            rule (``"pooled"`` or ``"family_robust"``; default the weights' recorded rule), as in
+            :func:`pyromi.mist.estimate`.
         seed: seeds joint draws and proposals; the same seed gives the same numbers.
         progress: a progress bar on stderr: None (default) shows one from the start for ``ais``
             and, for every other bound, once the run has taken a few seconds (proposal or critic
@@ -237,7 +264,8 @@ def mutual_information(
         num_steps=num_steps, schedule=schedule, start=start, num_leapfrog=num_leapfrog,
         target_accept=target_accept, kernel=kernel, hook=hook, guide=guide, critic=critic,
         train_steps=train_steps, optim=optim, batch_size=batch_size, joint=joint,
-        guide_steps=guide_steps, level=level, num_particles=num_particles, max_batch=max_batch,
+        guide_steps=guide_steps, level=level, weights=weights, calibration=calibration, given=given,
+        num_particles=num_particles, max_batch=max_batch,
         max_memory=max_memory, reparam=reparam, data_plate=data_plate, vectorize=vectorize,
     ))
     check_seed(seed)
@@ -269,8 +297,23 @@ def mutual_information(
             )
     model, latent, reparam_info = _reparam_model(reparam, model, observed, latent, model_args,
                                                  model_kwargs, guide=guide, start=start, joint=joint)
+    if bound in ("ais", "iwae") and (latent is not None or given is not None):
+        from .estimators.nuisance import site_roles
+
+        target, given_names, nuisance = site_roles(
+            model, observed, latent, given, model_args=model_args, model_kwargs=model_kwargs,
+            device=device, dtype=dtype, data_plate=data_plate, vectorize=vectorize)
+        if nuisance or given_names:
+            return _reparam_result(reparam_info, _nested(
+                model, observed, target, given_names, nuisance, bound=bound, num_samples=num_samples,
+                num_particles=num_particles, num_steps=num_steps, schedule=schedule,
+                num_leapfrog=num_leapfrog, target_accept=target_accept, max_batch=max_batch,
+                max_memory=max_memory, model_args=model_args, model_kwargs=model_kwargs, device=device,
+                dtype=dtype, seed=seed, progress=progress, data_plate=data_plate, vectorize=vectorize,
+                unsupported=dict(guide=guide, start=start, kernel=kernel, hook=hook, joint=joint)))
     if bound == "mist":
         return _mist(model, observed, latent, num_samples=num_samples, level=level,
+                     weights=weights, calibration=calibration,
                      model_args=model_args, model_kwargs=model_kwargs, device=device, dtype=dtype,
                      seed=seed, data_plate=data_plate, vectorize=vectorize)
     if bound in KNOWN_MARGINAL or (bound == "ba" and guide is None and joint is None):
@@ -362,10 +405,53 @@ def mutual_information(
     return _reparam_result(reparam_info, est)
 
 
+def _nested(model, observed, target, given, nuisance, *, bound, num_samples, num_particles, num_steps,
+            schedule, num_leapfrog, target_accept, max_batch, max_memory, model_args, model_kwargs,
+            device, dtype, seed, progress, data_plate, vectorize, unsupported) -> MIEstimate:
+    """I(x; z | c) with nuisance latents marginalised (:mod:`pyromi.estimators.nuisance`)."""
+    from .estimators.nuisance import depends_on, nuisance_ais_mi
+
+    used = [k + "=" for k, v in unsupported.items() if v is not None]
+    if used:
+        raise ValueError(
+            f"{', '.join(used)} cannot be combined with nuisance or given= sites yet (here nuisance "
+            f"{nuisance}, given {given}): the nested bounds anneal from the prior. Drop them, or list "
+            "every latent in latent=."
+        )
+    common = dict(model_args=model_args, model_kwargs=model_kwargs, device=device, dtype=dtype,
+                  data_plate=data_plate, vectorize=vectorize)
+    observed = [observed] if isinstance(observed, str) else list(observed)
+    full = ModelAdapter(model, observed + given, target + nuisance, context=given, **common)
+    conditional = ModelAdapter(model, observed + given + target, nuisance, context=given + target,
+                               **common) if nuisance else None
+    pairs = pairs_per_pass(full, max_batch, max_memory)
+    with seeded(seed, full.device), memory_guard(f"bound={bound!r}"):
+        with torch.no_grad():
+            joint = full.sample_joint(num_samples)
+        marginal = None
+        if nuisance and depends_on(full, joint, target, nuisance):
+            # a nuisance upstream of the target: log p(z*) gets its own sandwich, over the nuisance
+            # in the model with the observations hidden (x is summed out by simulation)
+            from pyro import poutine
+
+            marginal = ModelAdapter(poutine.block(model, hide=list(observed)), given + target, nuisance,
+                                    context=given + target, **common)
+        est = nuisance_ais_mi(
+            full, conditional, joint, marginal=marginal, target=target, given=given, nuisance=nuisance, bound=bound,
+            num_particles=num_particles, num_steps=num_steps if bound == "ais" else 1,
+            schedule=schedule if bound == "ais" else "linear", num_leapfrog=num_leapfrog,
+            target_accept=target_accept, max_batch=pairs, progress=progress)
+    est.settings.update(seed=seed, pairs_per_pass=pairs)
+    return record_model_layout(est, full)
+
+
 def check_rows_balanced(adapter: ModelAdapter, num_samples: int) -> None:
     """Under a data plate with covariates, sample i uses data point ``i mod B``: warn when N is not
     a multiple of B (some data points then count once more than others in the average)."""
     plate = adapter.data_plate
+    share = distributed.current_shard()
+    if share is not None:  # a rank's share: the balance of the whole run is what counts
+        num_samples = share[1]
     if plate is None or not plate.covariates() or num_samples % plate.size == 0:
         return
     _warn(
@@ -459,6 +545,9 @@ _BOUND_OPTIONS = {
     "joint": (None, set(BOUNDS) - {"mist"}),
     "guide_steps": (1000, {"iwae", "ais", "ba"}),
     "level": (0.9, {"mist"}),
+    "given": (None, {"ais", "iwae"}),
+    "weights": (None, {"mist"}),
+    "calibration": (None, {"mist"}),
     "num_particles": (None, set(BOUNDS) - {"mist"}),
     "max_batch": (None, {"iwae", "ais", "mine_ais"}),
     "max_memory": (None, {"iwae", "ais"}),
@@ -508,19 +597,30 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
     # a given joint batch is evaluated with the derived stream (see mutual_information); training
     # keeps the seed's own stream, and fresh evaluation pairs continue it after training
     eval_seed = seed if joint is not None else None
-    with seeded(seed):
+    ctx = distributed.current()
+    if ctx is not None and joint is None and seed is not None:
+        # the sharded evaluation's streams derive from a seed of the call's own, so that the
+        # recorded seed reproduces the run (one process continues the trainer's stream instead)
+        eval_seed = derived_seed(seed, "evaluation")
+
+    def build():
         if bound == "ba":  # GIWAE with T = 0: train q(z|x) by maximising E log q(z*|x)
-            k = 1
             kw.pop("critic")
-            trainer = GIWAE(model, observed, latent, critic=False, proposal="amortized",
-                            num_particles=1, **kw)
-        elif bound in ("giwae", "infonce"):
+            return GIWAE(model, observed, latent, critic=False, proposal="amortized", num_particles=1, **kw)
+        if bound in ("giwae", "infonce"):
             proposal = "prior" if bound == "infonce" else (guide if guide is not None else "amortized")
-            trainer = GIWAE(model, observed, latent, proposal=proposal, num_particles=k, **kw)
-        elif bound in ("mine_dv", "mine_f"):
-            trainer = MINE(model, observed, latent, variant=bound[5:], **kw)
-        else:
-            trainer = MINEAIS(model, observed, latent, **kw)
+            return GIWAE(model, observed, latent, proposal=proposal, num_particles=k, **kw)
+        if bound in ("mine_dv", "mine_f"):
+            return MINE(model, observed, latent, variant=bound[5:], **kw)
+        return MINEAIS(model, observed, latent, **kw)
+
+    if ctx is not None and ctx.rank != 0:
+        progress = False  # one bar (rank 0's) per job
+    with seeded(seed):
+        if bound == "ba":
+            k = 1
+        # under torch.distributed a rank whose model fails while being probed stops every rank
+        trainer = build() if ctx is None else distributed.checked(build, ctx)
         if joint is not None:
             _check_joint(joint, trainer.adapter)
         trainer.run(train_steps, progress=progress)
@@ -532,10 +632,11 @@ def _known_marginal(model, observed, latent, *, bound, guide, critic, train_step
                                    max_batch=max_batch, seed=eval_seed)
         else:
             est = trainer.evaluate(num_samples, k, joint=joint, seed=eval_seed)
+    est.settings["seed"] = seed
     return record_model_layout(est, trainer.adapter)
 
 
-def _mist(model, observed, latent, *, num_samples, level, model_args, model_kwargs, device,
+def _mist(model, observed, latent, *, num_samples, level, weights, calibration, model_args, model_kwargs, device,
           dtype, seed, data_plate=None, vectorize="auto") -> MIEstimate:
     """MIST on N joint draws of the model: no density is evaluated, not even p(z).
 
@@ -544,17 +645,47 @@ def _mist(model, observed, latent, *, num_samples, level, model_args, model_kwar
     """
     from . import mist
 
-    adapter = ModelAdapter(model, observed, latent, model_args=model_args,
-                           model_kwargs=model_kwargs, device=device, dtype=dtype, densities=False,
-                           data_plate=data_plate, vectorize=vectorize)
-    with seeded(seed, adapter.device), torch.no_grad(), pyro.validation_enabled(False):
-        joint = adapter.sample_joint(num_samples)
-    n = joint.num_samples
-    x = torch.cat([joint.observed[k].reshape(n, -1) for k in adapter.observed_names], -1)
-    z = torch.cat([joint.latent[k].reshape(n, -1) for k in adapter.latent_names], -1)
-    est = mist.estimate(x.double().cpu(), z.double().cpu(), level=level, seed=seed,
+    weights = mist._resolve(weights, "weights")
+    weights.rule(calibration)  # a bad calibration= fails before the model runs
+    ctx = distributed.current()
+    draw_seed, share, first = seed, num_samples, 0
+    if ctx is not None:  # each rank simulates its share; every rank reads the gathered sample
+        if num_samples < ctx.world_size:
+            raise PyromiError(f"num_samples={num_samples} over {ctx.world_size} ranks: pass num_samples >= "
+                              f"{ctx.world_size} (the world size), one sample per rank at least.")
+        run_seed = distributed.base_seed(seed, ctx)
+        lo, hi = distributed.shares(num_samples, ctx.world_size)[ctx.rank]
+        draw_seed, share, first = distributed.rank_seed(run_seed, ctx), hi - lo, lo
+        device = distributed.check_device(device, ctx)
+    def simulate():
+        adapter = ModelAdapter(model, observed, latent, model_args=model_args,
+                               model_kwargs=model_kwargs, device=device, dtype=dtype, densities=False,
+                               data_plate=data_plate, vectorize=vectorize)
+        with seeded(draw_seed, adapter.device), torch.no_grad(), pyro.validation_enabled(False), \
+                distributed.shard(first, num_samples):
+            joint = adapter.sample_joint(share)
+        n = joint.num_samples
+        x = torch.cat([joint.observed[k].reshape(n, -1) for k in adapter.observed_names], -1)
+        z = torch.cat([joint.latent[k].reshape(n, -1) for k in adapter.latent_names], -1)
+        return x.double().cpu(), z.double().cpu(), adapter
+
+    if ctx is None:
+        x, z, adapter = simulate()
+    else:  # every rank builds and simulates inside the guard: a failure anywhere stops all ranks
+        parts = distributed.run_everywhere(lambda: simulate()[:2], ctx)
+        x, z = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
+                               device=device, dtype=dtype, densities=False, data_plate=data_plate,
+                               vectorize=vectorize)
+    est = mist.estimate(x, z, level=level, seed=seed,
+                        model=weights, calibration=calibration,
                         observed=tuple(adapter.observed_names), latent=tuple(adapter.latent_names))
     est.settings.update(seed=seed, source="pyro model", device=str(adapter.device))
+    if ctx is not None:  # the slowest rank's time, so that every rank returns the same record
+        est.diagnostics["milliseconds"] = max(distributed.gather(est.diagnostics["milliseconds"], ctx))
+        est.settings["distributed"] = {
+            "world_size": ctx.world_size, "backend": ctx.backend, "seed": run_seed,
+            "samples_per_rank": [b - a for a, b in distributed.shares(num_samples, ctx.world_size)]}
     return record_model_layout(est, adapter)
 
 
@@ -632,6 +763,26 @@ def log_marginal(
         Other arguments as in :func:`mutual_information` with ``bound="ais"``.
     """
     check_seed(seed)
+    ctx = distributed.current()
+    if ctx is not None:
+        distributed.check_same_call("log_marginal", dict(
+            model=model, observed=observed, data=data, latent=latent, latent_values=latent_values,
+            start=start, num_particles=num_particles, num_steps=num_steps, schedule=schedule,
+            num_leapfrog=num_leapfrog, target_accept=target_accept, model_args=model_args,
+            model_kwargs=model_kwargs, seed=seed, reparam=reparam, data_plate=data_plate), ctx)
+        device = distributed.check_device(device, ctx)
+        progress = progress and ctx.rank == 0  # one bar (rank 0's) per job
+    return _log_marginal(model, observed, data, latent, latent_values=latent_values, start=start,
+                         num_particles=num_particles, num_steps=num_steps, schedule=schedule,
+                         num_leapfrog=num_leapfrog, target_accept=target_accept, model_args=model_args,
+                         model_kwargs=model_kwargs, device=device, dtype=dtype, seed=seed,
+                         progress=progress, reparam=reparam, data_plate=data_plate, vectorize=vectorize,
+                         ctx=ctx)
+
+
+def _log_marginal_setup(model, observed, data, latent, *, latent_values, start, model_args, model_kwargs,
+                        device, dtype, reparam, data_plate, vectorize):
+    """The adapter and the observations (and exact latents) of :func:`log_marginal`, validated."""
     data_argument = (isinstance(data, torch.Tensor) and not model_args and latent_values is None
                      and takes_data(model))
     if data_argument:  # model(x) with obs=x (Pyro's VAE example): the data are its argument
@@ -664,45 +815,87 @@ def log_marginal(
             "log_marginal(start=...) needs a proposal object (a trained pyromi.AmortizedNormal or an "
             "amortised guide callable), not a class: there is no batch to fit an autoguide on."
         )
-    with seeded(seed, adapter.device):
-        proposal = None if start is None else _resolve_proposal(start, adapter, None, 0)
-        if isinstance(proposal, PriorProposal):
-            proposal = None
-        from .estimators.ais import _check_args
+    return adapter, obs, lat, reparam_info
 
-        _check_args(num_particles, num_steps, num_leapfrog, schedule, target_accept)
-        res, tables = ais_block(
-            adapter, obs, lat, proposal, num_steps, schedule, num_particles=num_particles,
-            num_leapfrog=num_leapfrog, target_accept=target_accept,
-            pilot_steps=default_pilot_steps(num_steps),
-            pilot_chains=max(num_particles, 16), progress=progress,
-        )
-    from .ops import logmeanexp
 
-    lower = logmeanexp(res.log_weights, 0)
-    upper = None
-    if res.log_weight_backward is not None:
-        lw = torch.cat([res.log_weight_backward.unsqueeze(0), res.log_weights[: num_particles - 1]])
-        upper = logmeanexp(lw, 0)
-    for side, t in (("lower", lower), ("upper", upper)):
-        if t is not None and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise DensityError(
-                f"log_marginal: the {side} bound on log p(x) is not finite for {bad} of {t.numel()} "
-                "observations: every chain ended where p(x | z) = 0 (or a log-weight was NaN). Start "
-                "from a proposal that covers the posterior (start=AmortizedNormal(...)) or use more "
-                "chains (num_particles=)."
+def _log_marginal(model, observed, data, latent, *, latent_values, start, num_particles, num_steps,
+                  schedule, num_leapfrog, target_accept, model_args, model_kwargs, device, dtype, seed,
+                  progress, reparam, data_plate, vectorize, ctx) -> LogMarginalEstimate:
+    """:func:`log_marginal` after its arguments are checked (``ctx``: the process group, if any).
+    The set-up has no collective, and under a process group a failure in it on any rank stops
+    every rank before the first one."""
+    def prepare():
+        return _log_marginal_setup(model, observed, data, latent, latent_values=latent_values, start=start,
+                                   model_args=model_args, model_kwargs=model_kwargs, device=device,
+                                   dtype=dtype, reparam=reparam, data_plate=data_plate, vectorize=vectorize)
+
+    adapter, obs, lat, reparam_info = prepare() if ctx is None else distributed.checked(prepare, ctx)
+    if ctx is not None:  # each rank bounds its share of the observations (rows), then all gather
+        n_rows = next(iter(obs.values())).shape[0]
+        if n_rows < ctx.world_size:
+            raise PyromiError(f"log_marginal: {n_rows} observation(s) over {ctx.world_size} ranks; pass at "
+                              f"least {ctx.world_size} (one per rank), or run it in one process.")
+        run_seed = distributed.base_seed(seed, ctx)
+        lo, hi = distributed.shares(n_rows, ctx.world_size)[ctx.rank]
+        obs = {k: v[lo:hi] for k, v in obs.items()}
+        lat = None if lat is None else {k: v[lo:hi] for k, v in lat.items()}
+        seed = distributed.rank_seed(run_seed, ctx)
+
+    def compute():
+        with seeded(seed, adapter.device):
+            proposal = None if start is None else _resolve_proposal(start, adapter, None, 0)
+            if isinstance(proposal, PriorProposal):
+                proposal = None
+            from .estimators.ais import _check_args
+
+            _check_args(num_particles, num_steps, num_leapfrog, schedule, target_accept)
+            res, tables = ais_block(
+                adapter, obs, lat, proposal, num_steps, schedule, num_particles=num_particles,
+                num_leapfrog=num_leapfrog, target_accept=target_accept,
+                pilot_steps=default_pilot_steps(num_steps),
+                pilot_chains=max(num_particles, 16), progress=progress,
             )
-    diagnostics = {
-        "log_weights": res.log_weights,
-        "acceptance": res.acceptance,
-        "step_size": tables.step_size,
-        "betas": tables.betas,
-        "divergences": int(res.divergences.sum()),
-        "divergence_fraction": divergence_fraction(
-            int(res.divergences.sum()), num_particles + (lat is not None), lower.numel(), num_steps),
-        "reparam": None if reparam_info is None else reparam_info.summary(),
-    }
+        from .ops import logmeanexp
+
+        lower = logmeanexp(res.log_weights, 0)
+        upper = None
+        if res.log_weight_backward is not None:
+            lw = torch.cat([res.log_weight_backward.unsqueeze(0), res.log_weights[: num_particles - 1]])
+            upper = logmeanexp(lw, 0)
+        for side, t in (("lower", lower), ("upper", upper)):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise DensityError(
+                    f"log_marginal: the {side} bound on log p(x) is not finite for {bad} of {t.numel()} "
+                    "observations: every chain ended where p(x | z) = 0 (or a log-weight was NaN). Start "
+                    "from a proposal that covers the posterior (start=AmortizedNormal(...)) or use more "
+                    "chains (num_particles=)."
+                )
+        diagnostics = {
+            "log_weights": res.log_weights,
+            "acceptance": res.acceptance,
+            "step_size": tables.step_size,
+            "betas": tables.betas,
+            "divergences": int(res.divergences.sum()),
+            "divergence_fraction": divergence_fraction(
+                int(res.divergences.sum()), num_particles + (lat is not None), lower.numel(), num_steps),
+            "reparam": None if reparam_info is None else reparam_info.summary(),
+        }
+        return lower, upper, diagnostics
+
+    if ctx is None:
+        lower, upper, diagnostics = compute()
+    else:
+        with distributed.local():
+            parts = distributed.run_everywhere(compute, ctx)
+        sizes = [p[0].numel() for p in parts]
+        lower = torch.cat([p[0] for p in parts])
+        upper = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
+        diagnostics, per_rank = {}, []
+        for k in parts[0][2]:
+            diagnostics[k] = distributed.merge_values(k, [p[2][k] for p in parts], sizes, diagnostics, per_rank)
+        diagnostics["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend, "seed": run_seed,
+                                      "samples_per_rank": sizes, "per_rank_keys": per_rank}
     divergence_advice("log_marginal", adapter, diagnostics)
     return LogMarginalEstimate(lower, upper, num_particles, num_steps, diagnostics)
 

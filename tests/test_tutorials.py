@@ -16,7 +16,7 @@ nbclient = pytest.importorskip("nbclient")
 TUTORIALS = sorted((pathlib.Path(__file__).resolve().parents[1] / "tutorials").glob("*.ipynb"))
 
 
-def test_there_are_six_tutorials():
+def test_there_are_seven_tutorials():
     names = [p.stem for p in TUTORIALS]
     assert names == [
         "01_quickstart",
@@ -25,6 +25,7 @@ def test_there_are_six_tutorials():
         "04_sample_only",
         "05_choosing_k_and_t",
         "06_pyro_models",
+        "07_information_flow",
     ]
 
 

@@ -40,6 +40,7 @@ from ..adapter import JointSamples, ModelAdapter
 from ..bounds.ais import ais_bound_terms
 from ..bounds.contrastive import giwae_terms, mine_dv, mine_f
 from ..critics import check_critic_output, default_critic, frozen
+from ..distributed import DataParallel, sharded
 from ..errors import PyromiError
 from ..proposals.amortized import AmortizedNormal, check_num_steps, check_optim
 from ..proposals.base import Proposal
@@ -109,7 +110,9 @@ class _CriticTrainer:
         self.batch_size = int(batch_size)
         self.seed = seed
         # all of the trainer's unseeded draws: a private stream that starts where seeded(seed) would
-        self._rng = RNGStream(seed, a.device)
+        # (under torch.distributed: a stream per rank, derived from the seed; gradients averaged)
+        self._parallel = DataParallel(a.device)
+        self._rng = RNGStream(self._parallel.seed(seed), a.device)
         self.history: list[float] = []
 
     # ------------------------------------------------------------------ helpers
@@ -170,22 +173,29 @@ class _CriticTrainer:
             return self._step()
 
     def _step(self) -> float:
-        with torch.no_grad(), pyro.validation_enabled(False):
-            joint = self.adapter.sample_joint(self.batch_size)
-        with pyro.validation_enabled(False):
-            obj = self.objective(joint)
-        if not bool(torch.isfinite(obj)):
-            raise FloatingPointError(
-                f"{type(self).__name__} training diverged at step {len(self.history) + 1}: the "
-                "objective is NaN or infinite. Lower the learning rate, bound the critic's output "
-                "(e.g. a tanh head), or use a larger batch."
-            )
+        self._parallel.start(self.parameters())
         params = self.parameters()
-        for p in params:
-            p.grad = None
-        (-obj).backward()
+
+        def local_step() -> float:
+            with torch.no_grad(), pyro.validation_enabled(False):
+                joint = self.adapter.sample_joint(self.batch_size)
+            with pyro.validation_enabled(False):
+                obj = self.objective(joint)
+            if not bool(torch.isfinite(obj)):
+                raise FloatingPointError(
+                    f"{type(self).__name__} training diverged at step {len(self.history) + 1}: the "
+                    "objective is NaN or infinite. Lower the learning rate, bound the critic's output "
+                    "(e.g. a tanh head), or use a larger batch."
+                )
+            for p in params:
+                p.grad = None
+            (-obj).backward()
+            return float(obj.detach())
+
+        value = self._parallel.step(local_step)  # under torch.distributed: a failure stops every rank
+        self._parallel.reduce(params)
         self.optim(params)
-        value = float(obj.detach())
+        value = self._parallel.objective(value)
         self.history.append(value)
         return value
 
@@ -204,7 +214,7 @@ class _CriticTrainer:
         check_progress(progress)
         start = len(self.history)
         if seed is not None:
-            self._rng.reset(seed)
+            self._rng.reset(self._parallel.seed(seed))
         with self._rng.active(), ProgressBar(num_steps, f"train {self.bound}", progress) as bar:
             for _ in range(num_steps):
                 bar.update(1, postfix=f"objective {self._step():.4g}")
@@ -313,6 +323,7 @@ class GIWAE(_CriticTrainer):
         return self.terms(joint, self.num_particles).mean()
 
     @entry_point
+    @sharded()
     def evaluate(self, num_samples: int = 1000, num_particles: int | None = None, *,
                  seed: int | None = None, joint: JointSamples | None = None) -> MIEstimate:
         """The bound on ``num_samples`` fresh joint pairs (not used in training), or on ``joint``."""
@@ -372,6 +383,7 @@ class MINE(_CriticTrainer):
         return surrogate - surrogate.detach() + value
 
     @entry_point
+    @sharded()
     def evaluate(self, num_samples: int = 1000, num_particles: int = 16, *,
                  seed: int | None = None, joint: JointSamples | None = None,
                  max_khat: float = 0.7) -> MIEstimate:
@@ -531,6 +543,7 @@ class MINEAIS(_CriticTrainer):
         return pos.double().mean() - neg.double().mean()
 
     @entry_point
+    @sharded()
     def evaluate(self, num_samples: int = 256, num_particles: int = 16, num_steps: int = 500, *,
                  schedule="adaptive", num_leapfrog: int = 10, seed: int | None = None,
                  joint: JointSamples | None = None, max_batch: int = 2**16,

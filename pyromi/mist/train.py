@@ -36,6 +36,7 @@ import time
 import numpy as np
 import torch
 
+from ..distributed import DataParallel
 from . import families as fam
 from .model import MISTConfig, MISTNet, collate, encode_set, widen_state_dict
 
@@ -208,6 +209,10 @@ def _load_run_file(path: str, what: str) -> dict:
 
 
 def _train(config: str, cfg: dict, mcfg: MISTConfig, out: str, resume: bool, init: str | None) -> dict:
+    # under torchrun: data-parallel (pyromi.distributed.DataParallel, DDP's arithmetic): rank r
+    # trains on batch step * W + r, gradients are averaged, and only rank 0 writes files
+    par = DataParallel()
+    world, rank = (1, 0) if par.ctx is None else (par.ctx.world_size, par.ctx.rank)
     torch.manual_seed(cfg["seed"])
     net = MISTNet(mcfg)
     opt = torch.optim.AdamW(_decay_groups(net, cfg["weight_decay"]), lr=cfg["lr"], eps=1e-8)
@@ -226,30 +231,35 @@ def _train(config: str, cfg: dict, mcfg: MISTConfig, out: str, resume: bool, ini
             ck = _load_run_file(init, "checkpoint to initialise from")
             net.load_state_dict(widen_state_dict(ck["model"], MISTConfig.from_dict(ck["config"]), mcfg))
             print(f"initialised from {init} (d_max {ck['config']['d_max']} -> {mcfg.d_max})", flush=True)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"name": config, **cfg, **({"init": init} if init else {})}, f, indent=1)
+    if rank == 0:
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump({"name": config, **cfg, **({"init": init} if init else {})}, f, indent=1)
     val = build_val(cfg, mcfg)
     families = fam.SPLITS["train"]
     nparams = sum(p.numel() for p in net.parameters())
     print(f"config {config}: {nparams} parameters, {sum(len(g['mi']) for g in val)} validation sets", flush=True)
     t_start = time.time() - state["elapsed"]
     run_loss, run_count = 0.0, 0
+    params = list(net.parameters())
+    par.start(params)
     while state["step"] < cfg["steps"]:
         step = state["step"]
         warm = min(1.0, (step + 1) / cfg["warmup"])
         for g in opt.param_groups:
             g["lr"] = cfg["lr"] * state["lr_scale"] * warm
-        tok, mask, feats, mi = draw_batch(cfg, mcfg, step, families)
-        taus = torch.rand(len(mi), cfg["taus_per_set"], generator=torch.Generator().manual_seed(cfg["seed"] * 31 + step))
+        batch = step * world + rank
+        tok, mask, feats, mi = draw_batch(cfg, mcfg, batch, families)
+        taus = torch.rand(len(mi), cfg["taus_per_set"], generator=torch.Generator().manual_seed(cfg["seed"] * 31 + batch))
         u = net.log1p_quantiles(tok, mask, feats, taus)
         loss = pinball(mi[:, None], torch.expm1(u), taus).mean()
         loss = loss + cfg["log1p_weight"] * pinball(torch.log1p(mi)[:, None], u, taus).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        par.reduce(params)
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["clip"])
         opt.step()
         state["step"] = step + 1
-        run_loss += loss.item()
+        run_loss += par.objective(loss.item())
         run_count += 1
         if state["step"] % cfg["eval_every"] == 0 or state["step"] == cfg["steps"]:
             m = evaluate(net, val)
@@ -260,8 +270,9 @@ def _train(config: str, cfg: dict, mcfg: MISTConfig, out: str, resume: bool, ini
             improved = m["val_pinball"] < state["best"]
             if improved:
                 state["best"], state["bad_evals"] = m["val_pinball"], 0
-                _save(os.path.join(out, "best.pt"), {"model": net.state_dict(), "config": mcfg.to_dict(),
-                                                     "step": state["step"], "metrics": m})
+                if rank == 0:
+                    _save(os.path.join(out, "best.pt"), {"model": net.state_dict(), "config": mcfg.to_dict(),
+                                                         "step": state["step"], "metrics": m})
             else:
                 state["bad_evals"] += 1
                 if state["bad_evals"] >= cfg["patience"] and cfg["lr"] * state["lr_scale"] > cfg["min_lr"]:
@@ -269,10 +280,11 @@ def _train(config: str, cfg: dict, mcfg: MISTConfig, out: str, resume: bool, ini
                     state["bad_evals"] = 0
             entry["best"] = improved
             state["log"].append(entry)
-            print(json.dumps(entry), flush=True)
-            with open(os.path.join(out, "log.json"), "w") as f:
-                json.dump(state["log"], f, indent=0)
-            _save(last, {"model": net.state_dict(), "opt": opt.state_dict(), "state": state})
+            if rank == 0:
+                print(json.dumps(entry), flush=True)
+                with open(os.path.join(out, "log.json"), "w") as f:
+                    json.dump(state["log"], f, indent=0)
+                _save(last, {"model": net.state_dict(), "opt": opt.state_dict(), "state": state})
     return state["log"][-1] if state["log"] else {}
 
 

@@ -93,6 +93,7 @@ class ModelAdapter:
         densities: bool = True,
         data_plate: str | bool | None = None,
         vectorize: bool | str = "auto",
+        context: Sequence[str] = (),
     ) -> None:
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
@@ -117,6 +118,8 @@ class ModelAdapter:
         latent_names = as_names(latent, "latent")
         self.densities = densities
         self.likelihood = likelihood and densities
+        #: observed sites that latents may depend on (held as context: conditional MI, nested bounds)
+        self.context_names = [n for n in (context or ()) if n in observed_names]
         self.requested_device = available_device(device)
         self.requested_dtype = as_dtype(dtype)
         self._observed_request = observed_names

@@ -43,13 +43,21 @@ class DataPlate(NamedTuple):
     def covariates(self) -> list[str]:
         return [k for k in self.rows if k not in self.obs_args]
 
+    def _row_index(self, num_samples: int, device) -> torch.Tensor:
+        """Row ``i mod size`` of each sample i; inside a rank's share (``pyromi.distributed``) i is
+        the sample's global index, so that N samples over W ranks use the rows one process would."""
+        from ..distributed import current_shard
+
+        start = (current_shard() or (0, 0))[0]
+        return (torch.arange(num_samples, device=device) + start) % self.size
+
     def sample_rows(self, num_samples: int) -> dict[str, torch.Tensor]:
         """The covariate rows of ``num_samples`` samples: row ``i mod size`` for sample i (every data
         point equally often when ``num_samples`` is a multiple of the plate's size)."""
         if not self.covariates():
             return {}
         any_row = next(iter(self.rows.values()))
-        idx = torch.arange(num_samples, device=any_row.device) % self.size
+        idx = self._row_index(num_samples, any_row.device)
         return {k: self.rows[k][idx] for k in self.covariates()}
 
     def arguments(self, args: tuple, kwargs: dict, observed: dict[str, torch.Tensor],
@@ -66,8 +74,7 @@ class DataPlate(NamedTuple):
             elif key in observed:
                 value = observed[key]
             else:
-                fallback = fallback if fallback is not None else torch.arange(
-                    num_samples, device=full.device) % self.size
+                fallback = fallback if fallback is not None else self._row_index(num_samples, full.device)
                 value = full[fallback]
             _put(args, kwargs, key, value)
         return tuple(args), kwargs

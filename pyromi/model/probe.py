@@ -251,7 +251,8 @@ def check_latent_independent_of_x(self, joint, z_pair, perm, pair_ev) -> None:
     if not self.latent_names:
         return
     z_own = {n: v[0:1] for n, v in z_pair.items()}
-    x_other = {n: v[perm] for n, v in joint.observed.items()}
+    context = set(getattr(self, "context_names", ()))  # sites the latents may depend on
+    x_other = {n: (v if n in context else v[perm]) for n, v in joint.observed.items()}
     with self._translate_errors("under pyromi's particle and sample plates"):
         with pyro.validation_enabled(False):
             ev = self._score((1, PROBE_N), x_other, latent=z_own)

@@ -43,6 +43,15 @@ class JointSamples(NamedTuple):
     def num_samples(self) -> int:
         return self.log_prior.shape[0]
 
+    def rows(self, start: int, stop: int) -> "JointSamples":
+        """Samples ``[start, stop)`` (every per-sample field sliced along its first axis)."""
+        def cut(d):
+            return None if d is None else {k: v[start:stop] for k, v in d.items()}
+
+        return JointSamples(cut(self.observed), cut(self.latent), self.log_prior[start:stop],
+                            self.log_likelihood[start:stop], cut(self.discrete),
+                            None if self.log_joint is None else self.log_joint[start:stop])
+
     @property
     def log_density_star(self) -> torch.Tensor:
         """``log p(x_i, z_i*)``, shape ``(N,)``, float64: the joint density at each draw's continuous

@@ -20,6 +20,7 @@ from torch import nn
 from .._progress import ProgressBar, check_progress
 from .._rng import RNGStream, check_seed, seeded
 from .._state import entry_point
+from ..distributed import DataParallel
 from ..adapter import ModelAdapter
 from ..errors import GuideError
 from .base import Proposal, ProposalDraw
@@ -248,7 +249,8 @@ class ProposalTrainer:
         self.optim = optim if optim is not None else pyro.optim.Adam({"lr": 1e-3})
         self.batch_size = int(batch_size)
         self.seed = seed
-        self._rng = RNGStream(seed, proposal.adapter.device)
+        self._parallel = DataParallel(proposal.adapter.device)  # torch.distributed: data-parallel
+        self._rng = RNGStream(self._parallel.seed(seed), proposal.adapter.device)
         self.history: list[float] = []
 
     def loss(self, observed, latent) -> torch.Tensor:
@@ -269,20 +271,27 @@ class ProposalTrainer:
 
     def _step(self) -> float:
         adapter = self.proposal.adapter
-        with torch.no_grad(), pyro.validation_enabled(False):
-            joint = adapter.sample_joint(self.batch_size)
-        with pyro.validation_enabled(False):
-            loss = self.loss(joint.observed, joint.latent)
-        if not bool(torch.isfinite(loss)):
-            raise FloatingPointError(
-                "AmortizedNormal training diverged (loss is NaN/inf); lower the learning rate"
-            )
         params = [p for p in self.proposal.parameters() if p.requires_grad]
-        for p in params:
-            p.grad = None
-        loss.backward()
+        self._parallel.start(params)
+
+        def local_step() -> float:
+            with torch.no_grad(), pyro.validation_enabled(False):
+                joint = adapter.sample_joint(self.batch_size)
+            with pyro.validation_enabled(False):
+                loss = self.loss(joint.observed, joint.latent)
+            if not bool(torch.isfinite(loss)):
+                raise FloatingPointError(
+                    "AmortizedNormal training diverged (loss is NaN/inf); lower the learning rate"
+                )
+            for p in params:
+                p.grad = None
+            loss.backward()
+            return float(loss.detach())
+
+        value = self._parallel.step(local_step)  # under torch.distributed: a failure stops every rank
+        self._parallel.reduce(params)
         self.optim(params)
-        value = float(loss.detach())
+        value = self._parallel.objective(value)
         self.history.append(value)
         return value
 
@@ -300,7 +309,7 @@ class ProposalTrainer:
         check_progress(progress)
         start = len(self.history)
         if seed is not None:
-            self._rng.reset(seed)
+            self._rng.reset(self._parallel.seed(seed))
         with self._rng.active(), ProgressBar(num_steps, "fit q(z|x)", progress) as bar:
             for _ in range(num_steps):
                 bar.update(1, postfix=f"loss {self._step():.4g}")
