@@ -199,12 +199,16 @@ def site_roles(model, observed, latent, given, *, model_args=(), model_kwargs=No
 
     common = dict(model_args=model_args, model_kwargs=model_kwargs, device=device, dtype=dtype,
                   data_plate=data_plate, vectorize=vectorize)
-    try:
-        probe = ModelAdapter(model, observed, None, densities=False, **common)
-    except SiteError:
-        if latent is not None:  # the adapter's own error about the named sites says more
-            ModelAdapter(model, observed, latent, **common)
-        raise
+    if latent is not None and given is None:
+        # every site listed (the common case): no nuisance, and the adapter's own errors about the
+        # named sites (unknown, fixed by obs=, ...) are the ones to show
+        try:
+            named = ModelAdapter(model, observed, latent, **common)
+            return list(named.latent_names), [], []
+        except SiteError as e:
+            if "are neither observed nor latent" not in str(e):
+                raise
+    probe = ModelAdapter(model, observed, None, **common)
     others = list(probe.latent_names) + list(getattr(probe, "discrete_names", ()) or ())
     given_names = as_names(given, "given") if given is not None else []
     unknown = [n for n in given_names if n not in others]
@@ -221,11 +225,17 @@ def site_roles(model, observed, latent, given, *, model_args=(), model_kwargs=No
         if both:
             raise SiteError(f"site(s) {both} are both latent= and given=; a site is one or the other.")
         unknown = [n for n in target if n not in others]
-        if unknown:  # the adapter names them (unknown, observed, fixed by obs=, ...)
-            ModelAdapter(model, observed, target, **common)
+        if unknown:
             raise SiteError(f"latent= names {unknown}, not latent sample sites of the model (latent sites: {others}).")
     if not target:
         raise SiteError("no target latent site is left: name at least one in latent= that is not given=.")
     nuisance = [n for n in others if n not in target and n not in given_names]
+    discrete = [n for n in nuisance if n in set(getattr(probe, "discrete_names", ()) or ())]
+    if discrete:
+        raise SiteError(
+            f"discrete latent site(s) {discrete} would be nuisance sites: the nested bounds anneal "
+            f"continuous latents only. Add them to latent= (I(x; {', '.join(target + discrete)})), hold "
+            "them as context with given=, or sum them out inside the model."
+        )
     return target, given_names, nuisance
 

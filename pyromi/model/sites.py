@@ -202,8 +202,9 @@ def inspect_sites(
             raise SiteError(
                 f"site(s) {others} are neither observed nor latent. {need}, so every "
                 "stochastic site must be in observed= or latent=: add "
-                f"them to latent= (giving I(x; {', '.join(latent + others)})) or marginalise "
-                "them inside the model (bound='mist' accepts such nuisance sites)."
+                f"them to latent= (giving I(x; {', '.join(latent + others)})), or use a bound that "
+                "marginalises continuous nuisance sites: bound='ais' or 'iwae' (nested sandwiches), "
+                "bound='mist' (samples only)."
             )
     if densities:
         for name in latent + (observed if likelihood else []):
