@@ -5,13 +5,15 @@ and upper bounds on I(x; z) in nats. See the README for the methods and their gu
 """
 
 from .adapter import JointSamples, ModelAdapter
-from .api import BOUNDS, log_marginal, mutual_information
-from .estimators.known_marginal import GIWAE, MINE, MINEAIS
+from .api import (BOUNDS, METHODS, ais_mi, ba_mi, giwae_mi, infonce_mi, iwae_mi, log_marginal, mine_ais_mi,
+                  mine_mi, mist_mi, mutual_information)
+from .estimators.contrastive import GIWAE, MINE, MINEAIS
 from .errors import (
     DensityError,
     DeviceError,
     GuideError,
     ModelError,
+    OptionError,
     PyromiError,
     PyromiWarning,
     ResourceError,
@@ -26,7 +28,7 @@ from .proposals import (
     fit_autoguide,
     fit_proposal,
 )
-from .result import LogMarginalEstimate, MIEstimate
+from .result import LearnedEstimate, LogMarginalEstimate, MIEstimate
 
 __version__ = "0.1.0"
 
@@ -52,6 +54,17 @@ __all__ = [
     "MINE",
     "MINEAIS",
     "BOUNDS",
+    "METHODS",
+    "LearnedEstimate",
+    "OptionError",
+    "ais_mi",
+    "ba_mi",
+    "giwae_mi",
+    "infonce_mi",
+    "iwae_mi",
+    "mine_ais_mi",
+    "mine_mi",
+    "mist_mi",
     "DensityError",
     "DeviceError",
     "GuideError",

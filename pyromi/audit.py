@@ -36,10 +36,12 @@ from . import distributed
 from ._rng import check_seed, seeded
 from ._state import entry_point
 from .adapter import ModelAdapter, _sum_trailing
-from .api import (_as_site_dict, _resolve_proposal, check_data_argument, check_int,
-                  data_argument_observations, mutual_information, takes_data)
+from .api import mutual_information
+from .api.common import check_int, resolve_proposal as _resolve_proposal
+from .api.log_marginal import as_site_dict as _as_site_dict, check_data_argument, data_argument_observations, \
+    takes_data
 from .model.sites import OBS_WARNING
-from .errors import GuideError
+from .errors import GuideError, SiteError
 from .ops import standard_error
 from .proposals.amortized import AmortizedNormal
 from .proposals.base import PriorProposal, Proposal
@@ -130,8 +132,8 @@ class AuditReport:
             row(f"I(x; {layer.name}) (other latents marginalised)", f"[{e.lower:.3f}, {e.upper:.3f}]")
         if self.rate is not None:
             src = "simulated x" if self.x_source == "model" else "data x"
-            row(f"encoder rate R = E KL(q(z|x) || p(z))", f"{self.rate:.3f} ± {self.rate_se:.3f}")
-            row(f"distortion D = -E log p(x|z)", f"{self.distortion:.3f} ± {self.distortion_se:.3f}")
+            row("encoder rate R = E KL(q(z|x) || p(z))", f"{self.rate:.3f} ± {self.rate_se:.3f}")
+            row("distortion D = -E log p(x|z)", f"{self.distortion:.3f} ± {self.distortion_se:.3f}")
             row("-ELBO = R + D", f"{self.neg_elbo:.3f}")
             row("gap R - I (I = sandwich midpoint)", f"{self.gap:.3f}")
             row("expectations over", src)
@@ -220,6 +222,26 @@ def _layers(layers) -> list[tuple[str, tuple[str, ...]]]:
             )
         out.append((label if label is not None else ", ".join(names), names))
     return out
+
+
+def _check_layer_sites(layer_list, adapter: ModelAdapter) -> None:
+    """Every ``layers=`` site is a latent of the audit (a :class:`SiteError` naming ``layers=``)."""
+    latent = list(adapter.latent_names) + list(adapter.discrete_names)
+    for label, names in layer_list:
+        if len(set(names)) < len(names):
+            raise SiteError(f"layers= entry '{label}' names a site twice: {list(names)}")
+        for n in names:
+            if n in adapter.observed_names:
+                raise SiteError(
+                    f"layers= entry '{label}' names the observed site '{n}': a layer is a set of latent "
+                    f"sites whose information about {adapter.observed_names} is measured; choose among "
+                    f"the latents {latent}."
+                )
+            if n not in latent:
+                raise SiteError(
+                    f"layers= entry '{label}' names '{n}', which is not a latent site of this audit; "
+                    f"choose among the latents {latent}."
+                )
 
 
 def encoder_rate_distortion(
@@ -321,6 +343,7 @@ def _audit(
         model_args = (check_data_argument(data),)
     adapter = ModelAdapter(model, observed, latent, model_args=model_args, model_kwargs=model_kwargs,
                            data_plate=data_plate)
+    _check_layer_sites(layer_list, adapter)
     x_data = None
     if data_argument:
         x_data = data_argument_observations(adapter)

@@ -254,6 +254,18 @@ def trim_for_gather(diagnostics: dict, n_local: int, n_total: int) -> list[str]:
     return dropped
 
 
+def merge_diagnostics(parts: list[dict], sizes: list[int], skip=()) -> tuple[dict, list[str]]:
+    """The ranks' diagnostics dicts merged key by key (:func:`merge_values`; per-sample tensors
+    first, so that their summaries can be recomputed from them), and the keys kept per rank."""
+    per_rank: list[str] = []
+    merged: dict = {}
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    for k in sorted(keys, key=lambda k: k not in SAMPLE_AXIS):
+        if k not in skip:
+            merged[k] = merge_values(k, [p.get(k) for p in parts], sizes, merged, per_rank)
+    return merged, per_rank
+
+
 def merge_estimates(parts: list, ctx: Context, seed, run_seed: int) -> "MIEstimate":
     """One :class:`~pyromi.MIEstimate` over all samples from the ranks' estimates (rank order):
     terms concatenated, bounds and standard errors recomputed, diagnostics merged
@@ -265,14 +277,9 @@ def merge_estimates(parts: list, ctx: Context, seed, run_seed: int) -> "MIEstima
     p0 = parts[0]
     sizes = [p.num_samples for p in parts]
     terms = {k: torch.cat([p.terms[k] for p in parts]) for k in p0.terms}
-    per_rank: list[str] = []
-    diagnostics: dict = {}
-    keys = list(dict.fromkeys(k for p in parts for k in p.diagnostics))
-    # per-sample tensors first, so that their summaries can be recomputed from them
-    for k in sorted(keys, key=lambda k: k not in SAMPLE_AXIS):
-        if k in ("relative_width", "wide_sandwich"):  # recomputed from the merged bounds below
-            continue
-        diagnostics[k] = merge_values(k, [p.diagnostics.get(k) for p in parts], sizes, diagnostics, per_rank)
+    # the sandwich's relative width is recomputed from the merged bounds below
+    diagnostics, per_rank = merge_diagnostics([p.diagnostics for p in parts], sizes,
+                                              skip=("relative_width", "wide_sandwich"))
     settings: dict = {}
     skeys = list(dict.fromkeys(k for p in parts for k in p.settings))
     for k in skeys:
@@ -400,39 +407,47 @@ def check_same_call(name: str, arguments: dict, ctx: Context) -> None:
         )
 
 
+def _attempt(compute: Callable):
+    """``(compute(), None)``, or ``(None, the exception)``: to be re-raised on every rank."""
+    try:
+        return compute(), None
+    except Exception as e:  # noqa: BLE001 - re-raised by _stop_together, on every rank
+        return None, e
+
+
+def _stop_together(err: Exception | None, messages: list, ctx: Context) -> None:
+    """Raise on every rank if any failed: the failing rank its own exception, the others a
+    :class:`PyromiError` quoting the first failure (``messages``: one per rank, None if it did not fail)."""
+    if err is not None:
+        raise err
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        r, m = failed[0]
+        raise PyromiError(f"rank {r} of {ctx.world_size} failed, so this rank stops too: {m}")
+
+
+def _message(err: Exception | None) -> str | None:
+    return None if err is None else f"{type(err).__name__}: {err}"
+
+
 def checked(compute: Callable, ctx: Context):
     """``compute()`` with a failure on any rank raised on every rank (an all-reduced flag, then the
     messages): for work that precedes collectives that a failed rank would never reach."""
-    try:
-        out, err = compute(), None
-    except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
-        out, err = None, e
+    out, err = _attempt(compute)
     flag = torch.tensor([0 if err is None else 1], dtype=torch.int64)
     torch.distributed.all_reduce(flag)
     if int(flag[0]):
-        msgs = gather(None if err is None else f"{type(err).__name__}: {err}", ctx)
-        if err is not None:
-            raise err
-        r, m = next((r, m) for r, m in enumerate(msgs) if m is not None)
-        raise PyromiError(f"rank {r} of {ctx.world_size} failed, so this rank stops too: {m}")
+        _stop_together(err, gather(_message(err), ctx), ctx)
     return out
 
 
 def run_everywhere(compute: Callable, ctx: Context) -> list:
-    """``compute()`` on this rank, gathered from all ranks. If any rank raised, every rank raises
-    (the failing rank its own exception, the others a :class:`PyromiError` quoting it), so no rank
-    waits forever in a collective that a failed rank never reaches."""
-    try:
-        part, err = compute(), None
-    except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
-        part, err = None, e
-    results = gather((part, None if err is None else f"{type(err).__name__}: {err}"), ctx)
-    if err is not None:
-        raise err
-    failed = [(r, m) for r, (_, m) in enumerate(results) if m is not None]
-    if failed:
-        r, m = failed[0]
-        raise PyromiError(f"rank {r} of {ctx.world_size} failed, so this rank stops too: {m}")
+    """``compute()`` on this rank, gathered from all ranks (one collective: each rank's result and
+    failure travel together). If any rank raised, every rank raises (see :func:`checked`), so no
+    rank waits forever in a collective that a failed rank never reaches."""
+    part, err = _attempt(compute)
+    results = gather((part, _message(err)), ctx)
+    _stop_together(err, [m for _, m in results], ctx)
     return [p for p, _ in results]
 
 

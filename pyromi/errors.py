@@ -29,6 +29,12 @@ class ModelError(PyromiError):
     """The model raised an error of its own (it fails without pyromi's batching, too)."""
 
 
+class OptionError(PyromiError, TypeError):
+    """A keyword the chosen method does not take (``mutual_information(bound=...)`` names the
+    methods that do); a ``TypeError`` as for any misapplied keyword, and a ``ValueError`` as
+    every pyromi argument error."""
+
+
 class ResourceError(PyromiError, MemoryError):
     """A model pass or an estimator ran out of memory; the message says which setting to lower."""
 

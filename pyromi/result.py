@@ -1,4 +1,5 @@
-"""MIEstimate: the result type of every estimator (values in nats unless converted)."""
+"""Results: :class:`MIEstimate` (bounds, from every bound) and :class:`LearnedEstimate` (a learned
+point estimate with predictive intervals, from MIST); values in nats unless converted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MIEstimate"]
+__all__ = ["MIEstimate", "LearnedEstimate", "LogMarginalEstimate"]
 
 _UNIT_SCALE = {"nats": 1.0, "bits": 1.0 / math.log(2.0)}
 
@@ -32,7 +33,7 @@ def _fmt_se(v: float | None, n: int) -> str:
 
 @dataclass(frozen=True)
 class MIEstimate:
-    """Bounds on (or an estimate of) I(x; z).
+    """Bounds on I(x; z): a stochastic lower and/or upper bound with Monte Carlo standard errors.
 
     Attributes:
         lower, upper: the bounds as floats; a one-sided bound leaves the other side ``None``.
@@ -48,15 +49,9 @@ class MIEstimate:
         settings: everything else that determines the estimate (proposal, seed, device, ...).
         diagnostics: health figures (effective sample sizes, weights of z*, timings, ...).
         observed, latent: site names, for display.
-        point: a point estimate (MIST's median). When set, ``lower``/``upper`` are the ends of an
-            interval of coverage ``level`` around it (quantiles of a learned predictive
-            distribution), **not** bounds, and ``value`` returns ``point``.
-        level: the nominal coverage of ``[lower, upper]`` when ``point`` is set (e.g. 0.9).
-        intervals: for a point estimate with a predictive interval (MIST), the intervals computed
-            with it, ``{level: (lower, upper)}`` (``level`` and the calibrated levels); read them
-            with :meth:`interval`. An upper end ``None`` means the interval is unbounded above
-            (MIST: the sample shows more dependence than the weights were trained on; the
-            estimate warned and says so in ``diagnostics["beyond_trained_range"]``).
+
+    A learned estimate (MIST) is a :class:`LearnedEstimate` instead: a median and predictive
+    intervals, not bounds.
     """
 
     lower: float | None
@@ -72,9 +67,9 @@ class MIEstimate:
     diagnostics: dict[str, Any] = field(default_factory=dict, repr=False)
     observed: tuple[str, ...] = ("x",)
     latent: tuple[str, ...] = ("z",)
-    point: float | None = None
-    level: float | None = None
-    intervals: dict[float, tuple[float, float | None]] = field(default_factory=dict, repr=False)
+
+    #: bounds carry no point estimate (see :class:`LearnedEstimate`)
+    point = None
 
     @classmethod
     def from_terms(
@@ -116,10 +111,7 @@ class MIEstimate:
 
     @property
     def value(self) -> float:
-        """The point estimate if there is one; else the single bound when one-sided, or the
-        midpoint of the sandwich when two-sided."""
-        if self.point is not None:
-            return self.point
+        """The single bound when one-sided, or the midpoint of the sandwich when two-sided."""
         if self.lower is not None and self.upper is not None:
             return 0.5 * (self.lower + self.upper)
         v = self.lower if self.lower is not None else self.upper
@@ -135,36 +127,12 @@ class MIEstimate:
         return self.upper - self.lower
 
     def interval(self, level: float | None = None) -> tuple[float | None, float | None]:
-        """An interval for the MI at confidence ``level``.
-
-        Bounds (no ``point``): the sandwich widened by normal Monte Carlo error,
-        ``(lower - z se, upper + z se)``; each side is a one-sided bound whose estimator has
-        standard error ``*_se`` and ``level`` (default 0.95) is the confidence of each side
-        separately. At N = 1 the standard error is undefined and this raises ``ValueError``
-        (``lower``/``upper`` are still there, unwidened).
-
-        Point estimates with a predictive interval (MIST): the stored interval of that ``level``
-        (default: the estimate's own ``level``, i.e. ``(lower, upper)``); the levels available are
-        the keys of ``intervals`` (the requested one and the calibrated ones). Any other level
-        raises ``ValueError`` saying how to get it (``mist.estimate(x, y, level=...)``): the
-        interval is recomputed from the sample, never rescaled from another level.
+        """The sandwich widened by normal Monte Carlo error, ``(lower - z se, upper + z se)``: each
+        side is a one-sided bound whose estimator has standard error ``*_se``, and ``level``
+        (default 0.95) is the confidence of each side separately. At N = 1 the standard error is
+        undefined and this raises ``ValueError`` (``lower``/``upper`` are still there, unwidened).
         """
-        if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float))
-                                  or not 0.0 < level < 1.0):
-            raise ValueError(f"level must be a float in (0, 1), got {level!r}")
-        if self.point is not None:
-            if level is None or (self.level is not None and abs(level - self.level) < 1e-9):
-                return self.lower, self.upper
-            for lev, iv in self.intervals.items():
-                if abs(lev - level) < 1e-9:
-                    return iv
-            have = sorted({*self.intervals, *([] if self.level is None else [self.level])})
-            raise ValueError(
-                f"this {self.bound} estimate holds intervals at levels {have} only, not {level}: its "
-                f"interval is not a normal error band and cannot be rescaled; recompute it from the "
-                f"sample, e.g. mist.estimate(x, y, level={level}) (or mutual_information(..., "
-                f"bound={self.bound!r}, level={level}))"
-            )
+        _check_level(level)
         level = 0.95 if level is None else float(level)
         ses = [se for side, se in ((self.lower, self.lower_se), (self.upper, self.upper_se)) if side is not None]
         if any(se is not None and math.isnan(se) for se in ses):
@@ -189,14 +157,12 @@ class MIEstimate:
 
         return replace(
             self,
-            point=sc(self.point),
             lower=sc(self.lower),
             upper=sc(self.upper),
             lower_se=sc(self.lower_se),
             upper_se=sc(self.upper_se),
             units=units,
             terms={k: v * s for k, v in self.terms.items()},
-            intervals={lev: (sc(lo), sc(hi)) for lev, (lo, hi) in self.intervals.items()},
         )
 
     def to_bits(self) -> "MIEstimate":
@@ -208,16 +174,12 @@ class MIEstimate:
         return self.to_units("nats")
 
     def __repr__(self) -> str:
-        what = f"I({', '.join(self.observed)}; {', '.join(self.latent)})"
+        given = list(self.settings.get("given") or [])
+        observed = [n for n in self.observed if n not in given]
+        cond = f" | {', '.join(given)}" if given else ""
+        what = f"I({', '.join(observed)}; {', '.join(self.latent)}{cond})"
         k = "" if self.num_particles is None else f", K={self.num_particles}"
         cfg = f"({self.bound}, N={self.num_samples}{k})"
-        if self.point is not None:
-            lvl = "" if self.level is None else f"{100 * self.level:.0f}% "
-            hi = "inf)" if self.upper is None else f"{_fmt(self.upper)}]"
-            return (
-                f"{what} ~= {_fmt(self.point)} {self.units}, {lvl}interval "
-                f"[{_fmt(self.lower)}, {hi} {cfg}"
-            )
         n = self.num_samples
         if self.lower is not None and self.upper is not None:
             body = f"in [{_fmt(self.lower)}, {_fmt(self.upper)}] {self.units}"
@@ -251,6 +213,110 @@ class MIEstimate:
         if gap <= 3 * se + 1e-12:
             return "the estimates cross within Monte Carlo error: the sandwich is tight"
         return "the estimates cross by more than Monte Carlo error: check the diagnostics"
+
+
+def _check_level(level) -> None:
+    if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float))
+                              or not 0.0 < level < 1.0):
+        raise ValueError(f"level must be a float in (0, 1), got {level!r}")
+
+
+@dataclass(frozen=True)
+class LearnedEstimate:
+    """A learned estimate of I(x; z) (MIST): the median ``point`` of a learned predictive
+    distribution and intervals of stated coverage around it -- **not** bounds.
+
+    Attributes:
+        point: the estimate (the predictive median), in ``units``.
+        lower, upper: the ends of the interval of nominal coverage ``level`` (quantiles of the
+            calibrated predictive distribution). An upper end ``None`` means the interval is
+            unbounded above (the sample shows more dependence than the weights were trained on;
+            the estimate warned and says so in ``diagnostics["beyond_trained_range"]``).
+        level: the nominal coverage of ``[lower, upper]`` (e.g. 0.9).
+        intervals: every interval computed with it, ``{level: (lower, upper)}`` (``level`` and the
+            calibrated levels); read them with :meth:`interval`.
+        bound: the method (``"mist"``); num_samples: n, the sample size.
+        settings, diagnostics, observed, latent, units: as in :class:`MIEstimate`.
+    """
+
+    point: float
+    lower: float | None
+    upper: float | None
+    level: float
+    bound: str
+    num_samples: int
+    intervals: dict[float, tuple[float, float | None]] = field(default_factory=dict, repr=False)
+    units: str = "nats"
+    settings: dict[str, Any] = field(default_factory=dict, repr=False)
+    diagnostics: dict[str, Any] = field(default_factory=dict, repr=False)
+    observed: tuple[str, ...] = ("x",)
+    latent: tuple[str, ...] = ("z",)
+
+    #: a learned estimate has no Monte Carlo standard errors, particles or per-sample terms
+    lower_se = None
+    upper_se = None
+    num_particles = None
+
+    @property
+    def terms(self) -> dict:
+        return {}
+
+    @property
+    def value(self) -> float:
+        """The point estimate (the predictive median)."""
+        return self.point
+
+    @property
+    def width(self) -> float | None:
+        """``upper - lower`` of the ``level`` interval (None when unbounded above)."""
+        return None if self.upper is None else self.upper - self.lower
+
+    def interval(self, level: float | None = None) -> tuple[float | None, float | None]:
+        """The stored interval of nominal coverage ``level`` (default: the estimate's own
+        ``level``, i.e. ``(lower, upper)``); the levels available are the keys of ``intervals``.
+        Any other level raises ``ValueError`` saying how to get it: a predictive interval is
+        recomputed from the sample, never rescaled from another level."""
+        _check_level(level)
+        if level is None or abs(level - self.level) < 1e-9:
+            return self.lower, self.upper
+        for lev, iv in self.intervals.items():
+            if abs(lev - level) < 1e-9:
+                return iv
+        have = sorted({*self.intervals, self.level})
+        raise ValueError(
+            f"this {self.bound} estimate holds intervals at levels {have} only, not {level}: its "
+            f"interval is not a normal error band and cannot be rescaled; recompute it from the "
+            f"sample, e.g. mist.estimate(x, y, level={level}) (or mutual_information(..., "
+            f"bound={self.bound!r}, level={level}))"
+        )
+
+    def to_units(self, units: str) -> "LearnedEstimate":
+        """The same estimate in ``"nats"`` or ``"bits"``."""
+        if units not in _UNIT_SCALE:
+            raise ValueError(f"units must be 'nats' or 'bits', got {units!r}")
+        s = _UNIT_SCALE[units] / _UNIT_SCALE[self.units]
+
+        def sc(v):
+            return None if v is None else v * s
+
+        return replace(self, point=sc(self.point), lower=sc(self.lower), upper=sc(self.upper), units=units,
+                       intervals={lev: (sc(lo), sc(hi)) for lev, (lo, hi) in self.intervals.items()})
+
+    def to_bits(self) -> "LearnedEstimate":
+        """The same estimate in bits (1 nat = 1/ln 2 bits)."""
+        return self.to_units("bits")
+
+    def to_nats(self) -> "LearnedEstimate":
+        """The same estimate in nats."""
+        return self.to_units("nats")
+
+    def __repr__(self) -> str:
+        what = f"I({', '.join(self.observed)}; {', '.join(self.latent)})"
+        hi = "inf)" if self.upper is None else f"{_fmt(self.upper)}]"
+        return (f"{what} ~= {_fmt(self.point)} {self.units}, {100 * self.level:.0f}% interval "
+                f"[{_fmt(self.lower)}, {hi} ({self.bound}, N={self.num_samples})")
+
+    __str__ = __repr__
 
 
 def _to_inference_data(diagnostics: dict, terms: dict, attrs: dict):
@@ -306,6 +372,7 @@ def _mi_to_inference_data(self: MIEstimate):
 
 
 MIEstimate.to_inference_data = _mi_to_inference_data
+LearnedEstimate.to_inference_data = _mi_to_inference_data
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def main(out: str) -> None:
     rank = dist.get_rank()
     from pyromi import distributed, log_marginal, mutual_information
     from pyromi.audit import audit
-    from pyromi.estimators.known_marginal import GIWAE
+    from pyromi.estimators.contrastive import GIWAE
 
     res = {}
     kw = dict(num_samples=37, progress=False)

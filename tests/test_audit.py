@@ -109,9 +109,9 @@ def test_plots_render_to_files(tmp_path, small):
     rep = audit(TwoSites().model, "x", guide=TwoSites().guide, num_samples=16, num_particles=4,
                 num_steps=20, seed=0)
     rep.plot(tmp_path / "audit.png")
-    from pyromi.result import MIEstimate
+    from pyromi.result import LearnedEstimate
 
-    pts = [MIEstimate(0.8, 1.2, None, None, "mist", 100, point=1.0, level=0.9)]
+    pts = [LearnedEstimate(point=1.0, lower=0.8, upper=1.2, level=0.9, bound="mist", num_samples=100)]
     plot_mist_intervals(pts, truths=[1.0], others={"KSG": [0.9]}, path=tmp_path / "m.png")
     for name in ("k", "s", "a", "audit", "m"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000

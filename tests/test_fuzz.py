@@ -36,7 +36,7 @@ import pytest
 import torch
 from pyro.poutine.runtime import _PYRO_STACK
 
-from pyromi import AmortizedNormal, LogMarginalEstimate, MIEstimate, log_marginal, mist, mutual_information
+from pyromi import AmortizedNormal, LearnedEstimate, LogMarginalEstimate, MIEstimate, log_marginal, mist, mutual_information
 from pyromi.audit import AuditReport, audit
 from pyromi.baselines import cca_mi, ksg_mi
 from pyromi.cli import main as cli_main
@@ -342,7 +342,7 @@ def _nonfinite(result) -> list[str]:
         if not math.isfinite(float(v)):
             bad.append(f"{name} = {v}")
 
-    if isinstance(result, MIEstimate):
+    if isinstance(result, (MIEstimate, LearnedEstimate)):
         if result.lower is None and result.upper is None:
             bad.append("neither lower nor upper")
         num("lower", result.lower)

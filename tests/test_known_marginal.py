@@ -11,7 +11,7 @@ from torch import nn
 from pyromi import AmortizedNormal, ModelAdapter, PyromiError, fit_proposal, mutual_information
 from pyromi._rng import derived_seed, seeded
 from pyromi.critics import ConcatCritic, SeparableCritic, default_critic
-from pyromi.estimators.known_marginal import GIWAE, MINE, MINEAIS
+from pyromi.estimators.contrastive import GIWAE, MINE, MINEAIS
 
 from .conftest import assert_lower_bound, paired_se
 

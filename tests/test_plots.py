@@ -6,15 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyromi import MIEstimate, plots
+from pyromi import LearnedEstimate, MIEstimate, plots
 
 pytest.importorskip("matplotlib")
 
 
 def E(lower, upper, bound="iwae", se=0.1, point=None, level=None):
+    if point is not None:  # a learned estimate (MIST): a median and a predictive interval
+        return LearnedEstimate(point=point, lower=lower, upper=upper, level=level, bound=bound, num_samples=256)
     return MIEstimate(lower=lower, upper=upper, lower_se=None if lower is None else se,
                       upper_se=None if upper is None else se, bound=bound, num_samples=256,
-                      num_particles=16, point=point, level=level)
+                      num_particles=16)
 
 
 def artists(ax, gid):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pyromi import MIEstimate
+from pyromi import LearnedEstimate, MIEstimate
 
 
 def est(lower=13.9, upper=14.6):
@@ -70,8 +70,8 @@ def test_one_draw_has_no_standard_error():
 def test_point_estimate_intervals_by_level():
     """A predictive interval (point set) returns its stored intervals by level and refuses others; an
     upper end at infinity prints as an open interval."""
-    e = MIEstimate(lower=0.4, upper=1.6, lower_se=None, upper_se=None, bound="mist", num_samples=500,
-                   point=0.9, level=0.9, intervals={0.5: (0.7, 1.1), 0.9: (0.4, 1.6)})
+    e = LearnedEstimate(point=0.9, lower=0.4, upper=1.6, level=0.9, bound="mist", num_samples=500,
+                        intervals={0.5: (0.7, 1.1), 0.9: (0.4, 1.6)})
     assert e.interval() == (0.4, 1.6) and e.interval(0.5) == (0.7, 1.1)
     with pytest.raises(ValueError, match=r"levels \[0\.5, 0\.9\] only, not 0\.95.*level=0\.95"):
         e.interval(0.95)

@@ -18,7 +18,7 @@ import pyromi.critics
 from pyromi import AmortizedNormal, ProposalTrainer, fit_proposal, mutual_information
 from pyromi._rng import check_seed, seeded
 from pyromi.estimators.checks import loose_bound_advice
-from pyromi.estimators.known_marginal import GIWAE, MINE, MINEAIS
+from pyromi.estimators.contrastive import GIWAE, MINE, MINEAIS
 from pyromi.samplers.schedules import anneal_schedule
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"

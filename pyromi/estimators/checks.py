@@ -98,7 +98,20 @@ def _negative_advice(bound: str) -> str:
             "longer, or use bound='ais'.")
 
 
-def _wide_advice(bound: str, lower: float, upper: float, rel: float) -> str:
+def _nested_advice(bound: str) -> str:
+    """What to change in the nested bounds (nuisance or given sites): they anneal from the prior."""
+    if bound == "ais":
+        return ("Increase num_steps (the chains over the nuisance and target sites are far from their "
+                "posteriors), or use more chains (num_particles=).")
+    return ("bound='iwae' with nuisance or given sites is importance sampling from the prior; use "
+            "bound='ais' (annealed chains), or more particles (num_particles=).")
+
+
+def _wide_advice(bound: str, lower: float, upper: float, rel: float, nested: bool = False) -> str:
+    if nested:
+        what = "AIS" if bound == "ais" else bound
+        return (f"the {what} sandwich is wide: [{lower:.3f}, {upper:.3f}] nats ({100 * rel:.0f}% of its "
+                f"midpoint). {_nested_advice(bound)}")
     if bound == "ais":  # wording matched by tests and filtered by pyromi.audit: keep it
         return (
             f"the AIS sandwich is wide: [{lower:.3f}, {upper:.3f}] nats "
@@ -113,12 +126,13 @@ def _wide_advice(bound: str, lower: float, upper: float, rel: float) -> str:
 
 
 def loose_bound_advice(bound: str, lower: float | None, upper: float | None,
-                       diagnostics: dict, stacklevel: int = 3) -> None:
+                       diagnostics: dict, stacklevel: int = 3, nested: bool = False) -> None:
     """Warn (and record ``diagnostics["advice"]``) when the result says little; see module doc.
 
     Both notes can fire together (a wide sandwich whose lower bound is also negative): the wide
     note comes first, then the negative-bound note; the advice names what ``bound`` can change
-    (a critic, a proposal, or annealing chains)."""
+    (a critic, a proposal, or annealing chains). ``nested``: the nested bounds of
+    :mod:`pyromi.estimators.nuisance`, which anneal from the prior (no proposal to advise)."""
     notes = []
     if lower is not None and upper is not None:
         # below ROUNDING nats, differences are float rounding, not Monte Carlo looseness
@@ -127,11 +141,11 @@ def loose_bound_advice(bound: str, lower: float | None, upper: float | None,
         wide = rel > WIDE_SANDWICH
         diagnostics.setdefault("wide_sandwich", wide)
         if wide:
-            notes.append(_wide_advice(bound, lower, upper, rel))
+            notes.append(_wide_advice(bound, lower, upper, rel, nested))
     if lower is not None and lower < -ROUNDING:
         notes.append(
             f"the {bound} lower bound is negative ({lower:.4g} nats): it is valid but says nothing, "
-            f"since I(x; z) >= 0. {_negative_advice(bound)}"
+            f"since I(x; z) >= 0. {_nested_advice(bound) if nested else _negative_advice(bound)}"
         )
     if notes:
         msg = " ".join(notes)

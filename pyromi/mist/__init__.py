@@ -74,7 +74,7 @@ import torch
 
 from .._state import warn as _warn
 from ..errors import PyromiError, PyromiWarning
-from ..result import MIEstimate
+from ..result import LearnedEstimate
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -575,13 +575,13 @@ def estimate(
     calibration: str | None = None,
     observed: tuple[str, ...] = ("x",),
     latent: tuple[str, ...] = ("y",),
-) -> MIEstimate:
+) -> LearnedEstimate:
     """MIST estimate of I(X; Y) in nats from paired samples ``x`` ``(n, dx)`` and ``y`` ``(n, dy)``.
 
-    Returns an :class:`~pyromi.result.MIEstimate` with ``bound="mist"``, ``point`` (= ``value``) the
+    Returns an :class:`~pyromi.LearnedEstimate` with ``bound="mist"``, ``point`` (= ``value``) the
     median, ``lower``/``upper`` the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles, ``level``,
     ``num_samples = n``, and ``intervals`` (``{level: (lower, upper)}`` for ``level`` and the
-    calibrated levels 0.5, 0.8, 0.9, 0.95; :meth:`~pyromi.result.MIEstimate.interval` reads them).
+    calibrated levels 0.5, 0.8, 0.9, 0.95; :meth:`~pyromi.LearnedEstimate.interval` reads them).
     ``settings`` records the weights (name, SHA-256, config), ``diagnostics`` the number of blocks,
     the block size, the milliseconds taken, the weights' training-MI 99th percentile
     ``trained_mi_q99`` and ``extrapolation`` (the median lies above it; a warning too), and the range
@@ -654,11 +654,11 @@ def estimate(
             f"model's densities are available, use a bound (bound='ais' or 'iwae') instead",
         )
     lo, hi = intervals[level]
-    return MIEstimate(
+    return LearnedEstimate(
+        point=median,
         lower=lo,
         upper=hi,
-        lower_se=None,
-        upper_se=None,
+        level=level,
         bound="mist",
         num_samples=n,
         settings={
@@ -684,13 +684,11 @@ def estimate(
         },
         observed=tuple(observed),
         latent=tuple(latent),
-        point=median,
-        level=level,
         intervals=intervals,
     )
 
 
-def estimate_from_samples(x, y, **kwargs) -> MIEstimate:
+def estimate_from_samples(x, y, **kwargs) -> LearnedEstimate:
     """Alias of :func:`estimate` for callers holding torch tensors ``(n, dx)``, ``(n, dy)`` (e.g. the
     flattened observed and latent sites of a Pyro model)."""
     return estimate(x, y, **kwargs)
