@@ -68,9 +68,64 @@ def test_bad_arguments():
     d = torch.tensor([[1.0, 1.0]])
     with pytest.raises(ValueError, match="bound must be 'ais' or 'iwae'"):
         pyromi.oed.eig(model, d, "y", "theta", bound="mist")
-    with pytest.raises(PyromiError, match="design must be a torch.Tensor"):
+    with pytest.raises(PyromiError, match="design= must be a torch.Tensor"):
         pyromi.oed.eig(model, [[1.0, 1.0]], "y", "theta")
-    with pytest.raises(ValueError, match="design_dims"):
-        pyromi.oed.eig(model, d, "y", "theta", design_dims=3)
-    with pytest.raises(pyromi.SiteError):
+    for dims in (3, -1, 1.0, True, None):
+        with pytest.raises(ValueError, match=r"design_dims= must be an int in \[0, design.dim\(\) = 2\]"):
+            pyromi.oed.eig(model, d, "y", "theta", design_dims=dims)
+    with pytest.raises(pyromi.SiteError, match=r"^eig, design \(0,\) = \[1, 1\]: "):  # names the design
         pyromi.oed.eig(model, d, "y", "nope", num_samples=8)
+
+
+@pytest.mark.parametrize("design, match", [
+    (torch.empty(0, 2), r"design= is empty \(shape \(0, 2\)\)"),
+    (torch.empty(3, 0), r"design= is empty \(shape \(3, 0\)\)"),
+    (torch.tensor([[1.0, float("nan")], [1.0, 1.0]]), r"design= has 1 NaN or infinite value\(s\) \(first at \(0, 1\)"),
+    (torch.tensor([[1.0, 1.0], [float("inf"), 1.0]]), r"design= has 1 NaN or infinite value\(s\) \(first at \(1, 0"),
+])
+def test_design_is_validated_before_any_run(design, match):
+    """An empty or non-finite design is refused up front, naming design= and the fix (it used to
+    reach the model: a raw RuntimeError, or a DensityError that did not mention the design)."""
+    with pytest.raises(ValueError, match=match):
+        pyromi.oed.eig(model, design, "y", "theta", num_samples=8, num_particles=2, num_steps=2)
+
+
+def test_warnings_name_the_design_they_concern():
+    """A warning raised inside one design's run is said again with that design's index and values."""
+    designs = torch.tensor([[1.0, 1.0], [0.5, -0.5]])
+    with pytest.warns(pyromi.PyromiWarning) as rec:
+        pyromi.oed.eig(model, designs, "y", "theta", bound="iwae", num_samples=16, num_particles=2,
+                       seed=3, progress=False)
+    texts = [str(w.message) for w in rec if issubclass(w.category, pyromi.PyromiWarning)]
+    assert any(t.startswith("eig, design (0,) = [1, 1]: ") for t in texts), texts
+    assert any(t.startswith("eig, design (1,) = [0.5, -0.5]: ") for t in texts), texts
+    assert all(t.startswith("eig, design (") for t in texts), texts
+
+
+def _result(lower, upper, lower_se, upper_se):
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return pyromi.oed.EIGResult(t(lower), t(upper), t(lower_se), t(upper_se),
+                                torch.arange(2.0 * len(lower)).reshape(len(lower), 2), ())
+
+
+def test_best_accounts_for_standard_errors_and_says_what_the_bound_is():
+    """Certification compares the best lower bound minus z s.e. with every other upper bound plus
+    z s.e.; the message calls the lower bound a Monte Carlo estimate with its standard error, never
+    'at least'."""
+    res = _result([1.0, 0.5], [1.2, 0.75], [0.1, 0.1], [0.1, 0.1])
+    strict = res.best()  # 1.0 - 0.2 = 0.8 < 0.75 + 0.2 = 0.95: not certified
+    assert not strict["certified"] and strict["contenders"] == [1] and strict["index"] == (0,)
+    assert "1.000 ± 0.100 nats" in strict["message"] and "at least" not in strict["message"]
+    loose = res.best(z=0.0)  # 1.0 > 0.75: certified at 0 standard errors
+    assert loose["certified"] and "certified best at 0 standard errors" in loose["message"], loose
+    assert "± 0.100" in loose["message"] and "at least" not in loose["message"]
+    assert loose["lower_se"] == pytest.approx(0.1) and loose["upper"] == pytest.approx(1.2)
+    assert res.best(z=1.0)["certified"]  # 0.9 > 0.85
+    nan = _result([1.0, 0.5], [1.2, 0.6], [float("nan"), float("nan")], [float("nan"), float("nan")])
+    out = nan.best()  # N = 1: no standard error, nothing certified
+    assert not out["certified"] and "standard error is not available" in out["message"], out
+    one = _result([0.7], [0.8], [0.05], [0.05]).best()
+    assert one["certified"] and "only candidate" in one["message"]
+    for z in (-1.0, float("nan"), "2", True):
+        with pytest.raises(ValueError, match="z="):
+            res.best(z=z)

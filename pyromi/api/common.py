@@ -151,6 +151,7 @@ def record_model_layout(est: MIEstimate, adapter: ModelAdapter) -> MIEstimate:
         est.settings["enumerated"] = list(adapter.discrete_names)
         names = tuple(dict.fromkeys(tuple(est.latent) + tuple(adapter.discrete_names)))
         est = dataclasses.replace(est, latent=names)
+    est.settings.setdefault("target", list(est.latent))
     return est
 
 

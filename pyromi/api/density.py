@@ -271,8 +271,10 @@ def _nested(spec: ModelSpec, target, given, nuisance, *, bound, num_samples, num
             # in the model with the observations hidden (x is summed out by simulation)
             from pyro import poutine
 
+            # with the full model's plate nesting: hiding x may hide the outermost plate's only site
             marginal = ModelAdapter(poutine.block(spec.model, hide=list(observed)), given + target, nuisance,
-                                    context=given + target, **common)
+                                    context=given + target, max_plate_nesting=full._table.max_plate_nesting,
+                                    **common)
         est = nuisance_ais_mi(
             full, conditional, joint, marginal=marginal, target=target, given=given, nuisance=nuisance,
             bound=bound, num_particles=num_particles, num_steps=annealing["num_steps"],

@@ -24,10 +24,18 @@ when auditing a lower one), ``Z_B = p(z*, c*)`` gets its own sandwich: AIS over 
 with the observations hidden (x is a leaf, summed out by simulation), from p(psi) to
 p(psi | z*, c*), whose exact posterior draw is psi* again; then
 ``lower_i = LB_A - (UB_B - log p(c*)) - UB_F`` and ``upper_i = UB_A - (LB_B - log p(c*)) - LB_F``.
-The given sites' densities must depend on neither z nor psi (then ``p(c*)`` is exact and cancels).
-Dependence is detected numerically (the site's log density at every sample with the other latents
-permuted across samples); a given site that depends on the latents is a
-:class:`~pyromi.errors.SiteError` naming it.
+The given sites' densities must depend on neither z nor psi nor x (then ``p(c*)`` is exact and
+cancels; a given site drawn after x would turn the construction into I((x, c); z)). Dependence is
+detected numerically: the site's log density at every sample with the values of the other sites
+exchanged between samples (a discrete site moved to the next value of its support); a given site
+that depends on them is a :class:`~pyromi.errors.SiteError` naming it, the sites it depends on,
+and the fix.
+
+Enumerated discrete targets k (``infer={"enumerate": "parallel"}``) are summed out of the AIS runs
+over (z, psi) (so ``Z_F`` is still p(x, c)), held at their draws k* (``joint.discrete``) as observed
+values in ``Z_A`` and ``Z_B``, and ``log p(k* | ...)`` is their own log density at the draw. With
+no continuous latent left at all (only enumerated targets, no nuisance) both normalisers are
+exact and so is the estimate, up to Monte Carlo over the draws.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import time
 import pyro
 import torch
 
+from .._rng import derived_seed, seeded
 from ..adapter import JointSamples, ModelAdapter
 from ..errors import SiteError
 from ..ops import logmeanexp
@@ -44,48 +53,139 @@ from ..result import MIEstimate
 from .ais import _check_args, ais_block, default_pilot_steps, divergence_fraction, ess_fraction, sample_blocks
 from .checks import check_finite_terms, loose_bound_advice
 
-__all__ = ["nuisance_ais_mi", "check_site_independence"]
+__all__ = ["nuisance_ais_mi", "check_site_independence", "dependence", "depends_on", "site_roles"]
 
 
-def _site_log_probs(adapter: ModelAdapter, latent: dict, observed: dict, names) -> torch.Tensor:
+def _star_values(joint: JointSamples) -> dict[str, torch.Tensor]:
+    """Every latent value of the N joint draws: the continuous ones and the enumerated discrete
+    ones (``joint.discrete``; an enumerated target k lives there, not in ``joint.latent``)."""
+    return {**joint.latent, **(joint.discrete or {})}
+
+
+def _site_log_probs(adapter: ModelAdapter, values: dict, observed: dict, names) -> torch.Tensor:
+    """``sum_s log p(s | parents)`` over the named sites at each of N joint values, ``(N,)`` float64
+    (discrete sites included: nothing is enumerated, every value is given)."""
     with torch.no_grad(), pyro.validation_enabled(False):
-        ev = adapter.log_density({k: v.unsqueeze(0) for k, v in latent.items()}, observed)
-    return sum(ev.site_log_probs[n][0].double() for n in names)
+        lps = adapter.site_log_probs_at(values, observed, list(names))
+    return sum(lps[n] for n in names)
+
+
+def _moved(adapter: ModelAdapter, name: str, v: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Site ``name``'s N values, each replaced by another: a discrete site with a finite support
+    takes the next value of its support (a permutation could leave every value in place when all
+    N draws agree, e.g. a Bernoulli with p near 1); any other site (a one-hot one too, whose
+    elements are not values of its support) another sample's value."""
+    site = adapter._prototype.nodes.get(name)
+    fn = None if site is None else site["fn"]
+    if fn is not None and getattr(fn, "has_enumerate_support", False) and not fn.event_dim:
+        try:
+            support = torch.unique(fn.enumerate_support(expand=False).reshape(-1).to(v.device, v.dtype))
+            if support.numel() >= 2:
+                idx = torch.searchsorted(support, v.contiguous()).clamp(max=support.numel() - 1)
+                return support[(idx + 1) % support.numel()]
+        except Exception:  # noqa: BLE001 - a support that cannot be listed here: permute instead
+            pass
+    return v[perm]
+
+
+def dependence(adapter: ModelAdapter, joint: JointSamples, sites, of) -> dict[str, list[str]]:
+    """``{site: [the sites of ``of`` it depends on]}`` for each of ``sites`` whose log density
+    changes when the values of sites of ``of`` are exchanged between the samples of ``joint``
+    (each sample given another sample's value; a discrete site the next value of its support).
+    ``sites``: sites of ``adapter`` (latent, discrete or observed); ``of``: latent, discrete or
+    observed sites of ``adapter``. Sites that depend on none are absent (``{}``: no dependence)."""
+    sites, of = list(sites), list(of)
+    if not sites or not of:
+        return {}
+    if joint.num_samples < 2:  # one draw cannot be exchanged with another: draw a few more
+        with seeded(derived_seed(0, "dependence check"), adapter.device), torch.no_grad():
+            joint = adapter.sample_joint(8)
+    values = _star_values(joint)
+    with torch.no_grad(), pyro.validation_enabled(False):
+        base = adapter.site_log_probs_at(values, joint.observed, sites)
+    perm = torch.roll(torch.arange(joint.num_samples, device=next(iter(base.values())).device), 1)
+
+    def changed(names) -> set[str]:
+        vals = {k: (_moved(adapter, k, v, perm) if k in names else v) for k, v in values.items()}
+        obs = {k: (_moved(adapter, k, v, perm) if k in names else v) for k, v in joint.observed.items()}
+        try:
+            with torch.no_grad(), pyro.validation_enabled(False):
+                other = adapter.site_log_probs_at(vals, obs, sites)
+        except Exception:  # noqa: BLE001 - the moved values are outside a support that depends on them
+            return set(sites)
+        out = set()
+        for n in sites:
+            a, b = base[n], other[n]
+            same = torch.isclose(a, b, rtol=1e-5, atol=1e-6) | (torch.isinf(a) & (a == b))
+            if not bool(same.all()):
+                out.add(n)
+        return out
+
+    hit = changed(of)
+    if not hit:
+        return {}
+    if len(of) == 1:
+        return {n: list(of) for n in sites if n in hit}
+    parents: dict[str, list[str]] = {n: [] for n in sites if n in hit}
+    for o in of:  # which of them: one at a time
+        for n in changed([o]) & hit:
+            parents[n].append(o)
+    for n, ps in parents.items():
+        if not ps:  # seen only when they all move together: name them all
+            ps.extend(of)
+    return parents
 
 
 def depends_on(adapter: ModelAdapter, joint: JointSamples, sites, of) -> bool:
-    """Whether the log density of ``sites`` (observed or latent sites of ``adapter``) changes when
-    the latent sites ``of`` are permuted across the samples of ``joint`` (their values kept, each
-    sample given another sample's)."""
-    if not sites or not of or joint.num_samples < 2:
-        return False
-    base = _site_log_probs(adapter, joint.latent, joint.observed, sites)
-    perm = torch.roll(torch.arange(joint.num_samples, device=base.device), 1)
-    moved = {k: (v[perm] if k in of else v) for k, v in joint.latent.items()}
-    try:
-        other = _site_log_probs(adapter, moved, joint.observed, sites)
-    except Exception:  # noqa: BLE001 - the permuted values are outside a support that depends on them
-        return True
-    same = torch.isclose(base, other, rtol=1e-5, atol=1e-6) | (torch.isinf(base) & (base == other))
-    return not bool(same.all())
+    """Whether the log density of ``sites`` (observed, latent or enumerated discrete sites of
+    ``adapter``) changes when the sites ``of`` are exchanged across the samples of ``joint``
+    (:func:`dependence`)."""
+    return bool(dependence(adapter, joint, sites, of))
 
 
-def check_site_independence(adapter: ModelAdapter, joint: JointSamples, sites, of, role: str) -> None:
-    """A :class:`SiteError` naming the sites if :func:`depends_on`."""
-    if depends_on(adapter, joint, sites, of):
+def check_site_independence(adapter: ModelAdapter, joint: JointSamples, sites, of, role: str,
+                            nuisance=()) -> None:
+    """A :class:`SiteError` naming each site of ``sites`` whose density depends on sites of ``of``,
+    those sites, and the fix (:func:`dependence`). ``nuisance``: the nuisance sites among ``of``
+    (a given site's nuisance parents may be given too)."""
+    found = dependence(adapter, joint, sites, of)
+    if not found:
+        return
+    what = "; ".join(f"{role} site '{n}' depends on {_kinds(adapter, ps)}" for n, ps in found.items())
+    if role == "target":
         raise SiteError(
-            f"the density of {role} site(s) {list(sites)} depends on the latent site(s) {list(of)} "
-            f"(it changed when their values were exchanged between draws, e.g. a parent of "
-            f"'{sites[0]}'). {_ADVICE[role]}"
+            f"{what} (its log density changed when their values were exchanged between draws). "
+            "log p(z* | c*) then needs its own AIS sandwich over the nuisance (a model without x); "
+            "pass marginal= (mutual_information builds it)."
         )
+    fixes = []
+    for n, ps in found.items():
+        if any(p in adapter.observed_names for p in ps):
+            fixes.append(f"'{n}' is drawn after the observations: drop it from given= (or add it to "
+                         "observed=, then the MI is about it too)")
+            continue
+        fix = f"list '{n}' in latent= instead of given= (the MI is then about it too)"
+        up = [p for p in ps if p in set(nuisance)]
+        if up:
+            fix += f", or add {', '.join(map(repr, up))} to given= as well (conditioning on its parents too)"
+        fixes.append(fix)
+    raise SiteError(
+        f"{what} (its log density changed when their values were exchanged between draws). "
+        "I(x; z | c) holds the given sites c as context, drawn before the latents and the "
+        "observations, so their densities may depend on other given sites only. Fix: "
+        + "; ".join(fixes) + "; or drop given=."
+    )
 
 
-_ADVICE = {
-    "target": ("log p(z* | c*) then needs its own AIS sandwich over the nuisance (a model without x); "
-               "pass marginal= (mutual_information builds it)."),
-    "given": ("I(x; z | c) is computed with c drawn first and held as context, which needs c's density "
-              "free of the latents; list the site in latent= instead, or condition on its parents too."),
-}
+def _kinds(adapter: ModelAdapter, names) -> str:
+    observed = [n for n in names if n in adapter.observed_names]
+    latent = [n for n in names if n not in observed]
+    parts = []
+    if latent:
+        parts.append(f"the latent site{'s' if len(latent) > 1 else ''} {', '.join(map(repr, latent))}")
+    if observed:
+        parts.append(f"the observed site{'s' if len(observed) > 1 else ''} {', '.join(map(repr, observed))}")
+    return " and ".join(parts)
 
 
 def _block_bounds(lw: torch.Tensor, lw_b: torch.Tensor | None, K: int):
@@ -118,12 +218,22 @@ def nuisance_ais_mi(
     _check_args(num_particles, num_steps, num_leapfrog, schedule, target_accept)
     t0 = time.perf_counter()
     K, T = num_particles, num_steps
+    target, given, nuisance = list(target), list(given), list(nuisance)
+    x_names = [n for n in full.observed_names if n not in given]
     if marginal is None:
-        check_site_independence(full, joint, list(target), list(nuisance), "target")
-    check_site_independence(full, joint, list(given), list(target) + list(nuisance), "given")
-    log_p_given = _site_log_probs(full, joint.latent, joint.observed, given) if given else 0.0  # log p(c*)
+        check_site_independence(full, joint, target, nuisance, "target")
+    # c drawn first and held as context: its density may depend on other given sites only
+    check_site_independence(full, joint, given, target + nuisance + x_names, "given", nuisance=nuisance)
+    star = _star_values(joint)  # z* (an enumerated discrete target k* too) and psi*
+    log_p_given = _site_log_probs(full, star, joint.observed, given) if given else 0.0  # log p(c*)
     if marginal is None:  # log p(z* | c*), exact: no target density depends on the nuisance
-        log_p_target = _site_log_probs(full, joint.latent, joint.observed, target)
+        log_p_target = _site_log_probs(full, star, joint.observed, target)
+    log_joint_star = None
+    if conditional is None:  # no nuisance: log Z_A = log p(x, z*, c*) exactly
+        log_joint_star = (
+            _site_log_probs(full, star, joint.observed, full.latent_names + full.discrete_names + full.observed_names)
+            if full.discrete_names else joint.log_density_star  # (that one has k summed out, not at k*)
+        )
     kw = dict(num_particles=K, num_leapfrog=num_leapfrog, target_accept=target_accept,
               pilot_steps=default_pilot_steps(T), pilot_chains=max(K, 16), progress=progress)
     _, blocks = sample_blocks(joint, K, max_batch)
@@ -139,17 +249,31 @@ def nuisance_ais_mi(
         rec["div"].append(int(res.divergences.sum()))
         rec["acc"].append(res.acceptance)
 
+    def exact(tag: str, value: torch.Tensor) -> None:
+        rec["lb_" + tag].append(value.double())
+        rec["ub_" + tag].append(value.double())
+
+    def shaped(adapter: ModelAdapter, a: int, b: int, names) -> dict:
+        """Draws [a:b] of the named sites (z* and c* as observed values, psi* as the backward
+        chain's start) in ``adapter``'s own site shapes: the model without x (``marginal``) may
+        have fewer plates than the full model, hence other left padding of the same values."""
+        return {n: (star[n] if n in star else joint.observed[n])[a:b].reshape(
+            (b - a,) + tuple(adapter.sites[n].local_shape)) for n in names}
+
     for a, b, obs, lat in blocks:
-        run("f", full, obs, lat)  # Z_F = p(x, c*): AIS over (z, psi)
+        if full.latent_names:  # Z_F = p(x, c*): AIS over (z, psi) (enumerated targets summed out)
+            run("f", full, obs, lat)
+        else:  # every target discrete and enumerated, no nuisance: p(x, c*) exactly
+            exact("f", joint.log_density_star[a:b])
         if marginal is not None:  # Z_B = p(z*, c*): AIS over the nuisance in the model without x
-            run("b", marginal, {n: lat[n] if n in lat else obs[n] for n in marginal.observed_names},
-                {n: lat[n] for n in marginal.latent_names})
+            rows = {k: v for k, v in obs.items() if k not in full.observed_names}  # data-plate covariates
+            run("b", marginal, {**rows, **shaped(marginal, a, b, marginal.observed_names)},
+                shaped(marginal, a, b, marginal.latent_names))
         if conditional is None:  # no nuisance: log Z_A = log p(x, z*, c*) exactly
-            exact = joint.log_density_star[a:b]
-            rec["lb_a"].append(exact)
-            rec["ub_a"].append(exact)
+            exact("a", log_joint_star[a:b])
         else:  # Z_A = p(x, z*, c*): AIS over psi with z held at z*
-            run("a", conditional, {**obs, **{n: lat[n] for n in target}}, {n: lat[n] for n in nuisance})
+            run("a", conditional, {**obs, **shaped(conditional, a, b, target)},
+                shaped(conditional, a, b, conditional.latent_names))
     cat = {k: torch.cat(v) for k, v in rec.items() if k not in ("div", "acc") and v}
     if marginal is None:
         lower = cat["lb_a"] - log_p_target - cat["ub_f"]
@@ -165,11 +289,11 @@ def nuisance_ais_mi(
         "annealing steps (num_steps=).",
     )
     n_div = sum(rec["div"])
-    runs = 1 + (conditional is not None) + (marginal is not None)
-    acc = torch.cat([x.flatten() for x in rec["acc"]]) if T > 1 else None
+    runs = bool(full.latent_names) + (conditional is not None) + (marginal is not None)
+    acc = torch.cat([x.flatten() for x in rec["acc"]]) if T > 1 and rec["acc"] else None
     diagnostics = {
-        "ess_fraction": cat["ess_f"],
-        "ess_fraction_mean": float(cat["ess_f"].mean()),
+        "ess_fraction": cat.get("ess_f"),
+        "ess_fraction_mean": float(cat["ess_f"].mean()) if "ess_f" in cat else None,
         "log_p_target": log_p_target_record,
         "divergences": n_div,
         "divergence_fraction": divergence_fraction(n_div, runs * (K + 1), joint.num_samples, T),
@@ -179,10 +303,11 @@ def nuisance_ais_mi(
     if "ess_a" in cat:
         diagnostics["ess_fraction_conditional"] = cat["ess_a"]
     est_lower, est_upper = float(lower.mean()), float(upper.mean())
-    loose_bound_advice(bound, est_lower, est_upper, diagnostics)
+    loose_bound_advice(bound, est_lower, est_upper, diagnostics, nested=True)
     settings = {"num_steps": T, "schedule": schedule if isinstance(schedule, str) else "array",
                 "num_leapfrog": num_leapfrog, "target_accept": target_accept,
-                "nuisance": list(nuisance), "given": list(given), "method": "nested Multi-Sample AIS",
+                "target": list(target), "nuisance": list(nuisance), "given": list(given),
+                "method": "nested Multi-Sample AIS" if runs else "exact (enumerated targets, no nuisance)",
                 "target_marginal": "exact" if marginal is None else "AIS sandwich (nuisance upstream of the target)",
                 "device": str(full.device), "dtype": str(full.dtype)}
     return MIEstimate.from_terms(bound, lower, upper, num_particles=K, settings=settings,
@@ -208,9 +333,22 @@ def site_roles(model, observed, latent, given, *, model_args=(), model_kwargs=No
         except SiteError as e:
             if "are neither observed nor latent" not in str(e):
                 raise
-    probe = ModelAdapter(model, observed, None, **common)
-    others = list(probe.latent_names) + list(getattr(probe, "discrete_names", ()) or ())
     given_names = as_names(given, "given") if given is not None else []
+    held: list[str] = []
+    try:
+        probe = ModelAdapter(model, observed, None, **common)
+    except SiteError as e:
+        if not given_names or "depends on the observed" not in str(e):
+            raise
+        # a given site drawn after x (as a latent its density depends on x): probe it held as
+        # context, so that the nested bound's check names it and the fix
+        try:
+            probe = ModelAdapter(model, as_names(observed, "observed") + given_names, None,
+                                 context=given_names, **common)
+        except SiteError:
+            raise e from None
+        held = list(given_names)
+    others = list(probe.latent_names) + list(getattr(probe, "discrete_names", ()) or ()) + held
     unknown = [n for n in given_names if n not in others]
     if unknown:
         raise SiteError(

@@ -299,7 +299,8 @@ class ModelAdapter:
             return self._runner.score(lead_shape, observed, **kw)
         if self.enumerator is not None and kw.get("score", True):
             return self.enumerator.score(lead_shape, observed, **kw)
-        ev = ScoringPass(self.latent_names, self.scored_observed, lead_shape, observed, **kw)
+        ev = ScoringPass(self.latent_names, self.scored_observed, lead_shape,
+                         self._observed_with_lead(observed, lead_shape), **kw)
         args, kwargs = self.arguments(observed, lead_shape[1])
         try:
             with self._plates(*lead_shape):
@@ -312,6 +313,21 @@ class ModelAdapter:
             ):
                 raise
         return ev
+
+    def _observed_with_lead(self, observed: dict[str, torch.Tensor], lead_shape) -> dict[str, torch.Tensor]:
+        """The observed sites' values ``(N,) + local_shape`` with singleton dims for the outer plates
+        left of the sample plate (``(1, N) + local_shape`` in a (particle, sample) pass).
+
+        The scoring pass sets an observed site's value itself, so Pyro's plates do not broadcast
+        its distribution: a site whose distribution depends on no latent (a given site c ~ p(c),
+        or a target z held as context in a nested bound) then has a log density without the
+        particle dimension. Without model plates that is harmless (``(N,)`` broadcasts to
+        ``(C, N)``), but with them ``(N, 1)`` does not: the value must carry every outer dim."""
+        extra = len(lead_shape) - 1
+        if extra <= 0:
+            return observed
+        names = set(self.observed_names)
+        return {k: (v.reshape((1,) * extra + tuple(v.shape)) if k in names else v) for k, v in observed.items()}
 
     def _evaluation(self, ev: ScoringPass, latent=None, score_prior: bool = True) -> ModelEvaluation:
         like = next(iter(ev.site_log_probs.values()), None)
@@ -337,6 +353,51 @@ class ModelAdapter:
         """
         lead = self._lead_shape(latent, observed)
         return self._evaluation(self._score(lead, observed, latent=latent), latent)
+
+    def site_log_probs_at(self, values: dict[str, torch.Tensor], observed: dict[str, torch.Tensor],
+                          names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Each named site's own log density ``log p(site | its parents)`` at N joint values, shape
+        ``(N,)`` per site (float64, summed over the site's plates and event dims).
+
+        ``values`` holds every latent site, the discrete ones too (``JointSamples.latent`` merged
+        with ``JointSamples.discrete``), ``(N,) + shape``; ``observed`` the observed sites. Nothing
+        is enumerated (every discrete value is given), so a discrete site has its own density here,
+        which the enumerated density passes (:meth:`log_density`) do not provide."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.latent_names + self.discrete_names + self.observed_names]
+        if unknown:
+            raise SiteError(f"site(s) {unknown} are not sample sites of this adapter")
+        all_latent = self.latent_names + self.discrete_names
+        missing = [n for n in all_latent if n not in values]
+        if missing:
+            raise SiteError(f"values for latent site(s) {missing} are missing")
+        n_num = next(iter(observed[o] for o in self.observed_names)).shape[0]
+        if self.sequential:
+            runner = self._runner
+            parts: dict[str, list] = {n: [] for n in names}
+            for i in range(n_num):
+                obs_i = {n: runner._as_plain(n, observed[n][i]) for n in self.observed_names}
+                lat_i = {n: (runner._as_plain(n, values[n][i]) if n in self.latent_names else values[n][i])
+                         for n in all_latent}
+                sp = ScoringPass(all_latent, self.observed_names, (), obs_i, latent=lat_i)
+                args, kwargs = runner._pair_arguments(observed, i)
+                runner._run(sp, args, kwargs, f"scoring joint sample {i} of {n_num}")
+                for n in names:
+                    parts[n].append(sp.site_log_probs[n].double())
+            return {n: torch.stack(v).reshape(n_num) for n, v in parts.items()}
+        lead = (1, n_num)
+        sp = ScoringPass(all_latent, self.observed_names, lead, self._observed_with_lead(observed, lead),
+                         latent={n: values[n].unsqueeze(0) for n in all_latent})
+        args, kwargs = self.arguments(observed, n_num)
+        try:
+            with self._plates(*lead):
+                sp(self._model)(*args, **kwargs)
+        except PyromiError:
+            raise
+        except Exception:
+            with self._translate_errors(f"in a model pass scoring {n_num} joint samples"):
+                raise
+        return {n: sp.site_log_probs[n][0].double() for n in names}
 
     def sample_prior(self, num_particles: int, observed: dict[str, torch.Tensor], *,
                      score_prior: bool = True) -> ModelEvaluation:
