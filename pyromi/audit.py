@@ -299,7 +299,7 @@ def _audit(
 
     Args:
         model: the generative Pyro model p(z) p(x|z) (one observation, as for
-            :func:`mutual_information`).
+            :func:`~pyromi.mutual_information`).
         observed, latent: site names.
         guide: optional encoder q(z|x): a :class:`pyromi.AmortizedNormal` or an amortised Pyro
             guide ``guide(x)`` (e.g. a VAE encoder) that samples every latent site.
@@ -309,7 +309,7 @@ def _audit(
             x.shape[0])`` and ``obs=x.reshape(-1, 784)``) and no ``model_args``, ``data`` is that
             argument: the observations are the model's own ``obs=`` values, and every quantity is
             per data point (the plate's elements are the samples; see ``data_plate``).
-        data_plate: as in :func:`mutual_information` (None detects it).
+        data_plate: as in :func:`~pyromi.mutual_information` (None detects it).
         num_samples, num_particles, num_steps: N pairs, K chains and T transitions of the AIS
             sandwich on I(x; z) (more steps narrow it; see ``max_width``).
         start: ``"guide"`` starts AIS from the encoder when one is given (tighter at equal T);
@@ -323,7 +323,7 @@ def _audit(
             same N, K, T and seed, hence on the same joint draws as ``I(x; z)``: differences between
             layers are not blurred by Monte Carlo error over x), in ``report.layers``; ``report.plot_flow()`` draws them beside
             ``I(x; z)``. A layer that carries (almost) nothing is flagged.
-        **ais_kwargs: passed to :func:`mutual_information` (``schedule``, ``num_leapfrog``, ...).
+        **ais_kwargs: passed to :func:`~pyromi.mutual_information` (``schedule``, ``num_leapfrog``, ...).
     """
     check_seed(seed)
     for name, value in (("collapse_threshold", collapse_threshold), ("max_width", max_width)):

@@ -187,6 +187,20 @@ def eig(model, design: torch.Tensor, observation_labels, target_labels=None, *, 
             on its own and independent of the others.
         **kwargs: passed to :func:`pyromi.mutual_information` (``num_samples``, ``num_particles``,
             ``num_steps``, ``progress``, ...).
+
+    Returns:
+        :class:`EIGResult`: ``lower``/``upper`` (nats) and their standard errors, each of shape
+        ``design.shape[:-design_dims]``; ``best()`` picks (and certifies) the best design.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist, pyromi
+        >>> def experiment(d):                  # y = d theta + noise: EIG = 1/2 log(1 + d^2 / 0.5^2)
+        ...     theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("y", dist.Normal(d * theta, 0.5).to_event(1))
+        >>> res = pyromi.oed.eig(experiment, torch.tensor([[0.1], [2.0]]), "y", "theta", bound="iwae",
+        ...                      num_samples=64, num_particles=256, seed=0)
+        >>> res.lower.shape, res.best()["index"]
+        (torch.Size([2]), (1,))
     """
     if bound not in ("ais", "iwae"):
         raise ValueError(f"eig: bound must be 'ais' or 'iwae' (a sandwich), got {bound!r}")

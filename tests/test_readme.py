@@ -98,7 +98,7 @@ def test_readme_python_blocks_run():
 
     matplotlib.use("Agg")  # report.plot() and friends, without a display
     blocks = python_blocks()
-    assert len(blocks) >= 6
+    assert len(blocks) >= 3  # the first examples; the rest live in docs/ (tests/test_docs.py runs them)
     ns: dict = {"__name__": "__readme__"}
     checked = 0
     for i, block in enumerate(blocks):

@@ -77,7 +77,17 @@ def iwae_mi(
             :class:`pyromi.ResourceError` saying what to lower.
         given: site(s) c for the conditional MI I(x; z | c); unlisted latent sites are nuisance
             latents (nested bounds at T = 1: :mod:`pyromi.estimators.nuisance`).
-        Other arguments: as in :func:`pyromi.mutual_information`.
+
+    The other arguments are as in :func:`pyromi.mutual_information`.
+
+    Example:
+        >>> import math, pyro, pyro.distributions as dist, pyromi
+        >>> def model():
+        ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("x", dist.Normal(z, 0.5))
+        >>> est = pyromi.iwae_mi(model, "x", num_samples=64, num_particles=100, seed=0)
+        >>> est.lower <= 0.5 * math.log(5.0) + 4 * est.lower_se and est.lower <= math.log(100)
+        True
     """
     spec = ModelSpec(model, observed, latent, model_args, model_kwargs, device, dtype, data_plate, vectorize)
     return _density_mi(spec, "iwae", given=given, guide=guide, num_samples=num_samples,
@@ -141,7 +151,8 @@ def ais_mi(
         hook: callback ``hook(t, info)`` after each temperature.
         given: site(s) c for the conditional MI I(x; z | c); unlisted latent sites are nuisance
             latents marginalised by nested Multi-Sample AIS (:mod:`pyromi.estimators.nuisance`).
-        Other arguments: as in :func:`pyromi.mutual_information`.
+
+    The other arguments are as in :func:`pyromi.mutual_information`.
     """
     if hook is not None and not callable(hook):
         raise TypeError(f"hook= must be a callable hook(t, info) or None, got {type(hook).__name__}")

@@ -63,7 +63,8 @@ def log_marginal(
         reparam: ``"auto"``: anneal in the non-centred form of the funnel sites (as in
             :func:`mutual_information`; p(x) is unchanged). ``latent_values`` stay keyed by the
             original site names and are mapped to the new sites.
-        Other arguments as in :func:`mutual_information` with ``bound="ais"``.
+
+    The other arguments are as in :func:`pyromi.mutual_information` with ``bound="ais"``.
     """
     check_seed(seed)
     ctx = distributed.current()

@@ -69,7 +69,8 @@ def ba_mi(
             :class:`pyromi.AmortizedNormal` by maximising ``E log q(z* | x)`` on ``train_steps``
             batches of ``batch_size`` simulated pairs (``optim``: a Pyro optimiser, default Adam
             1e-3), then evaluates on N fresh pairs.
-        Other arguments: as in :func:`pyromi.mutual_information`.
+
+    The other arguments are as in :func:`pyromi.mutual_information`.
     """
     spec = ModelSpec(model, observed, latent, model_args, model_kwargs, device, dtype, data_plate, vectorize)
     if guide is not None or joint is not None:
@@ -144,7 +145,8 @@ def giwae_mi(
         num_particles: K (the positive and K - 1 contrastive draws), default 64.
         train_steps, optim, batch_size: training steps on fresh simulated pairs, a Pyro optimiser
             (default Adam, lr 1e-3) and pairs per step.
-        Other arguments: as in :func:`pyromi.mutual_information`.
+
+    The other arguments are as in :func:`pyromi.mutual_information`.
     """
     spec = ModelSpec(model, observed, latent, model_args, model_kwargs, device, dtype, data_plate, vectorize)
 
@@ -189,7 +191,8 @@ def infonce_mi(
 
     Args:
         critic, num_particles, train_steps, optim, batch_size: as in :func:`giwae_mi`.
-        Other arguments: as in :func:`pyromi.mutual_information`.
+
+    The other arguments are as in :func:`pyromi.mutual_information`.
     """
     spec = ModelSpec(model, observed, latent, model_args, model_kwargs, device, dtype, data_plate, vectorize)
 
@@ -283,7 +286,8 @@ def mine_ais_mi(
     Args:
         num_particles, num_steps, schedule, num_leapfrog, max_batch: the evaluation's AIS (K
             chains, T transitions, betas, leapfrog steps, chain-sample pairs per block).
-        Other arguments: as in :func:`giwae_mi`.
+
+    The other arguments are as in :func:`giwae_mi`.
     """
     spec = ModelSpec(model, observed, latent, model_args, model_kwargs, device, dtype, data_plate, vectorize)
     max_batch = check_int("max_batch", max_batch, 1)

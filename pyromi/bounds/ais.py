@@ -1,4 +1,6 @@
-"""Multi-Sample AIS bounds on I(x; z) (bounds.md 2.6-2.7).
+"""Multi-Sample AIS bounds on I(x; z) (Brekelmans et al. 2022, "Improving Mutual Information
+Estimation with Annealed and Energy-Based Bounds", ICLR; AIS: Neal 2001; the K = 1 sandwich is BDMC,
+Grosse, Ghahramani & Adams 2015, arXiv:1511.02543).
 
 They are the IWAE bounds of :mod:`pyromi.bounds.iwae` on the extended space of annealing paths:
 

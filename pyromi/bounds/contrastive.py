@@ -1,4 +1,10 @@
-"""Known-marginal lower bounds on I(x; z) from a critic T(x, z) (bounds.md 2.4, 2.5, 2.8).
+"""Known-marginal lower bounds on I(x; z) from a critic T(x, z).
+
+References: InfoNCE (van den Oord, Li & Vinyals 2018, arXiv:1807.03748; as a multi-sample MI
+bound, Poole et al. 2019, "On Variational Bounds of Mutual Information", ICML); GIWAE and MINE-AIS
+(Brekelmans et al. 2022, "Improving Mutual Information Estimation with Annealed and Energy-Based
+Bounds", ICLR); MINE-DV (Belghazi et al. 2018, "Mutual Information Neural Estimation", ICML);
+MINE-F, the f-divergence bound (Nguyen, Wainwright & Jordan 2010, IEEE Trans. Inf. Theory).
 
 Only p(z), a proposal density and joint samples are needed; log p(x | z) never appears.
 

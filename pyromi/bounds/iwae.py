@@ -1,4 +1,10 @@
-"""IWAE sandwich and Barber-Agakov bounds on I(x; z), per joint sample (bounds.md 2.1-2.3).
+"""IWAE sandwich and Barber-Agakov bounds on I(x; z), per joint sample.
+
+References: the K-sample bound on log p(x) and its monotonicity in K (Burda, Grosse &
+Salakhutdinov 2016, "Importance Weighted Autoencoders", ICLR, Theorem 1); the upper bound on
+log p(x) from one exact posterior sample among K (Sobolev & Vetrov 2019, "Importance Weighted
+Hierarchical Variational Inference", NeurIPS); the Barber-Agakov bound (Barber & Agakov 2003, "The
+IM algorithm", NeurIPS).
 
 With importance weights ``w(x, z) = p(x, z) / q(z | x)`` and ``ll* = log p(x | z*)``:
 

@@ -1,4 +1,5 @@
-"""Importance-sampling MI estimators: the IWAE sandwich and Barber-Agakov (bounds.md 2.1-2.3).
+"""Importance-sampling MI estimators: the IWAE sandwich (Burda et al. 2016, Theorem 1; Sobolev &
+Vetrov 2019) and Barber-Agakov (Barber & Agakov 2003); the formulas are in :mod:`pyromi.bounds.iwae`.
 
 The loop is vectorised over samples and particles: each model pass evaluates a block of
 ``k_chunk x n_chunk`` (particle, sample) pairs with ``k_chunk * n_chunk <= max_batch``, so memory
@@ -17,7 +18,7 @@ from .._progress import ProgressBar, check_progress
 from ..adapter import JointSamples, ModelAdapter, ModelEvaluation
 from ..bounds.iwae import IWAEAccumulator, ba_terms
 from ..errors import DensityError
-from ..proposals.base import PriorProposal, Proposal
+from ..proposals.base import Proposal
 from ..result import MIEstimate
 from .checks import check_finite_terms, loose_bound_advice
 

@@ -118,7 +118,7 @@ class ModelAdapter:
         latent_names = as_names(latent, "latent")
         self.densities = densities
         self.likelihood = likelihood and densities
-        #: observed sites that latents may depend on (held as context: conditional MI, nested bounds)
+        #: observed sites that latents may depend on, held as context (conditional MI, nested bounds)
         self.context_names = [n for n in (context or ()) if n in observed_names]
         self.requested_device = available_device(device)
         self.requested_dtype = as_dtype(dtype)

@@ -27,7 +27,8 @@ class GIWAE(_CriticTrainer):
     """GIWAE lower bound with a critic T and a proposal q(z|x) trained jointly.
 
     ``I_GIWAE = E[log q(z*|x) - log p(z*) + T(x, z*) - LME(T(x, z*), T(x, z_2), ..., T(x, z_K))]``
-    with z_2..z_K ~ q(z|x) (bounds.md 2.5).
+    with z_2..z_K ~ q(z|x) (Brekelmans et al. 2022, "Improving Mutual Information Estimation with
+    Annealed and Energy-Based Bounds", ICLR).
 
     Args:
         proposal: ``"amortized"`` (default) trains a fresh :class:`AmortizedNormal`; ``"prior"``

@@ -36,7 +36,8 @@ class EnergyPath(AnnealingPath):
 
 
 class MINEAIS(_CriticTrainer):
-    """MINE-AIS: energy-based posterior ``q_T(z|x) ∝ p(z) e^{T(x,z)}`` (bounds.md 2.8).
+    """MINE-AIS: energy-based posterior ``q_T(z|x) ∝ p(z) e^{T(x,z)}`` (Brekelmans et al. 2022,
+    "Improving Mutual Information Estimation with Annealed and Energy-Based Bounds", ICLR).
 
     Training maximises ``I_EBM = E_joint T - E_x log Z_T(x)`` with the contrastive-divergence
     gradient ``E_joint grad T - E_x E_{q_T(z|x)} grad T``. Negatives are short-run vectorised HMC
