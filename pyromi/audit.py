@@ -9,7 +9,7 @@
   the shares sum to R) and its **active units**, the dimensions u with
   ``Var_x E_q[z_u | x] > 0.01`` (Burda et al. 2016);
 * **flags**: posterior collapse of the model (the AIS *upper* bound on I(x; z) is below
-  ``collapse_threshold``: a proof, not a guess), collapse of an encoder site (its rate is below the
+  ``collapse_threshold`` by more than 2 standard errors: a bound, not a guess), collapse of an encoder site (its rate is below the
   threshold), an unresolved near-zero lower bound, and a sandwich wider than ``max_width`` (with
   what to change).
 
@@ -129,7 +129,8 @@ class AuditReport:
                 f"{m.lower_se:.3f} / {m.upper_se:.3f}")
         for layer in self.layers:
             e = layer.mi
-            row(f"I(x; {layer.name}) (other latents marginalised)", f"[{e.lower:.3f}, {e.upper:.3f}]")
+            row(f"I(x; {layer.name}) (other latents marginalised)",
+                f"[{e.lower:.3f}, {e.upper:.3f}]; s.e. {e.lower_se:.3f} / {e.upper_se:.3f}")
         if self.rate is not None:
             src = "simulated x" if self.x_source == "model" else "data x"
             row("encoder rate R = E KL(q(z|x) || p(z))", f"{self.rate:.3f} ± {self.rate_se:.3f}")
@@ -222,6 +223,29 @@ def _layers(layers) -> list[tuple[str, tuple[str, ...]]]:
             )
         out.append((label if label is not None else ", ".join(names), names))
     return out
+
+
+#: standard errors by which an upper bound must clear the collapse threshold (one-sided, ~98%)
+COLLAPSE_Z = 2.0
+
+
+def _upper_margin(est: MIEstimate) -> float:
+    """The upper bound plus :data:`COLLAPSE_Z` standard errors (inf when the s.e. is undefined)."""
+    se = est.upper_se
+    if se is None or math.isnan(se):
+        return math.inf
+    return est.upper + COLLAPSE_Z * se
+
+
+def _collapse_flag(est: MIEstimate, thr: float, name: str, what: str, meaning: str) -> str | None:
+    """A collapse flag when the AIS upper bound plus :data:`COLLAPSE_Z` standard errors is below
+    ``thr`` (a stochastic upper bound: its Monte Carlo error is counted before anything is called
+    collapsed), else None."""
+    margin = _upper_margin(est)
+    if not margin < thr:
+        return None
+    return (f"{name}: {what} <= {est.upper:.3f} nats (AIS upper bound; + {COLLAPSE_Z:g} s.e. = {margin:.3f}) "
+            f"< {thr:g}: {meaning}")
 
 
 def _check_layer_sites(layer_list, adapter: ModelAdapter) -> None:
@@ -373,15 +397,15 @@ def _audit(
         )
     flags: list[str] = []
     thr = collapse_threshold
-    if mi.upper < thr:
-        flags.append(
-            f"POSTERIOR COLLAPSE: I(x; z) <= {mi.upper:.3f} nats (AIS upper bound) < {thr:g}: the "
-            "model's observations carry (almost) no information about its latents."
-        )
+    collapse = _collapse_flag(mi, thr, "POSTERIOR COLLAPSE", "I(x; z)",
+                              "the model's observations carry (almost) no information about its latents.")
+    if collapse:
+        flags.append(collapse)
     elif mi.lower < thr:
         flags.append(
             f"UNRESOLVED: the lower bound {mi.lower:.3f} is below {thr:g} nats but the upper bound is "
-            f"{mi.upper:.3f}; collapse is neither shown nor excluded. Increase num_steps."
+            f"{mi.upper:.3f} (+ {COLLAPSE_Z:g} s.e. = {_upper_margin(mi):.3f}); collapse is neither shown nor "
+            "excluded. Increase num_samples (the Monte Carlo error) or num_steps (the sandwich's width)."
         )
     rel = mi.diagnostics.get("relative_width", float("inf"))
     if rel > max_width:
@@ -406,9 +430,10 @@ def _audit(
                 progress=progress, data_plate=data_plate, **ais_kwargs,
             )
         layer_audits.append(LayerAudit(label, tuple(sites), e))
-        if e.upper < thr:
-            flags.append(f"LAYER COLLAPSE at '{label}': I(x; {label}) <= {e.upper:.3f} nats < {thr:g}; "
-                         "this layer carries (almost) no information about x.")
+        collapse = _collapse_flag(e, thr, f"LAYER COLLAPSE at '{label}'", f"I(x; {label})",
+                                  "this layer carries (almost) no information about x.")
+        if collapse:
+            flags.append(collapse)
     layer_audits = tuple(layer_audits)
     if proposal is None:
         return AuditReport(mi=mi, flags=tuple(flags), settings=settings, layers=layer_audits)

@@ -175,7 +175,8 @@ def eig(model, design: torch.Tensor, observation_labels, target_labels=None, *, 
     """Lower and upper bounds on ``EIG(d) = I(y; theta | d)`` for every candidate design.
 
     Args:
-        model: a Pyro model called as ``model(design_i)``.
+        model: a Pyro model called as ``model(design_i, *model_args, **model_kwargs)`` (the two
+            keywords are optional and passed after the candidate design).
         design: candidate designs, shape ``batch_shape + event_shape`` with ``design_dims`` event
             dimensions (default 1, as in Pyro's OED examples).
         observation_labels: the observation site name(s) y.
@@ -206,6 +207,9 @@ def eig(model, design: torch.Tensor, observation_labels, target_labels=None, *, 
         raise ValueError(f"eig: bound must be 'ais' or 'iwae' (a sandwich), got {bound!r}")
     _check_design(design, design_dims)
     design_dims = int(design_dims)
+    # the model's own extra arguments follow the design: model(design_i, *model_args, **model_kwargs)
+    model_args = tuple(kwargs.pop("model_args", ()) or ())
+    model_kwargs = dict(kwargs.pop("model_kwargs", None) or {})
     seed = check_seed(seed)
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
@@ -217,7 +221,7 @@ def eig(model, design: torch.Tensor, observation_labels, target_labels=None, *, 
         what = _describe(_index(i, batch), d)
 
         def model_i(d=d):
-            return model(d)
+            return model(d, *model_args, **model_kwargs)
 
         caught: list = []
         try:

@@ -61,7 +61,7 @@ def test_trained_functions_match_the_dispatcher():
     ("ais", dict(critic=torch.nn.Linear(1, 1)), "'giwae', 'infonce'"),
     ("giwae", dict(level=0.9), "'mist'"),
     ("mist", dict(num_particles=10), "'ais'"),
-    ("mist", dict(joint=None), "'ais'"),
+    ("mist", dict(joint=object()), "'ais'"),
     ("ba", dict(num_particles=10), "'ais'"),                     # BA has no K: it was silently ignored
     ("mine_dv", dict(given="z"), "'ais', 'iwae'"),
 ])
@@ -71,6 +71,15 @@ def test_a_misapplied_keyword_is_an_option_error(bound, options, used_by):
                                           rf"{used_by}") as info:
         mutual_information(gauss, "x", bound=bound, **options)
     assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+
+
+def test_none_means_not_given_for_every_option():
+    """One loop can pass the same keywords to every bound: None is "not given"."""
+    common = dict(given=None, num_steps=None, critic=None, level=None, joint=None)
+    e = mutual_information(gauss, "x", bound="iwae", num_samples=32, num_particles=16, seed=0, **common)
+    assert e.settings["given"] == [] and e.bound == "iwae"
+    with pytest.raises(OptionError, match="does not use num_steps="):
+        mutual_information(gauss, "x", bound="iwae", num_steps=0)
 
 
 def test_a_misspelt_keyword_names_the_one_meant():

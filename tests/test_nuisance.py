@@ -385,7 +385,7 @@ def test_upstream_nuisance_with_the_observations_in_an_inner_plate():
     truth = 0.5 * float(torch.logdet(A @ s_th @ A.T + torch.eye(12, dtype=torch.float64)))
     est = mutual_information(model, "x", latent="th", given="c", bound="iwae", num_samples=200,
                              num_particles=256, seed=6, progress=False, vectorize=True)
-    assert est.settings["target_marginal"].startswith("AIS") and est.settings["nuisance"] == ["mu"]
+    assert est.settings["target_marginal"].startswith("IWAE sandwich") and est.settings["nuisance"] == ["mu"]
     assert est.settings["evaluation"] == "batched"
     holds(est, truth)
     assert est.upper - est.lower < 0.5, est
@@ -403,6 +403,14 @@ def test_upstream_nuisance_with_an_explicit_plate_dim_around_the_observations():
 
     est = mutual_information(model, "x", latent="b", bound="iwae", num_samples=200, num_particles=256,
                              seed=2, progress=False)
-    assert est.settings["nuisance"] == ["a"] and est.settings["target_marginal"].startswith("AIS")
+    assert est.settings["nuisance"] == ["a"] and est.settings["target_marginal"].startswith("IWAE sandwich")
     assert est.settings["evaluation"] == "batched"
     holds(est, 0.5 * math.log(9.0))
+
+
+def test_reparam_with_nuisance_sites_is_refused(small_chain):
+    """reparam='auto' only reparameterises listed latents: with nuisance sites it would silently do
+    nothing, so it is refused like the other options the nested bounds do not support."""
+    model, _ = small_chain
+    with pytest.raises(ValueError, match="reparam="):
+        mutual_information(model, "x", latent="z2", bound="iwae", reparam="auto", num_samples=8)

@@ -129,3 +129,28 @@ def test_best_accounts_for_standard_errors_and_says_what_the_bound_is():
     for z in (-1.0, float("nan"), "2", True):
         with pytest.raises(ValueError, match="z="):
             res.best(z=z)
+
+
+def test_model_arguments_follow_the_design():
+    """model(design_i, *model_args, **model_kwargs): the extra arguments reach the model after the
+    candidate design (they once replaced it, silently). y = scale d theta + noise(sigma):
+    EIG = 1/2 log(1 + (scale d / sigma)^2), with sigma as a keyword and scale as an argument."""
+    import pyro
+    import pyro.distributions as dist
+
+    from pyromi.oed import eig
+
+    def experiment(design, scale=1.0, *, sigma=0.5):
+        theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(scale * design * theta, sigma).to_event(1))
+
+    designs = torch.tensor([[0.2], [2.0]])
+    kw = dict(bound="iwae", num_samples=64, num_particles=256, seed=0)
+    sharp = eig(experiment, designs, "y", "theta", model_kwargs={"sigma": 0.1}, **kw)
+    blunt = eig(experiment, designs, "y", "theta", model_args=(0.5,), **kw)
+    truth_sharp = [0.5 * math.log(1 + (0.2 / 0.1) ** 2), 0.5 * math.log(1 + (2.0 / 0.1) ** 2)]
+    truth_blunt = [0.5 * math.log(1 + (0.1 / 0.5) ** 2), 0.5 * math.log(1 + (1.0 / 0.5) ** 2)]
+    for res, truth in ((sharp, truth_sharp), (blunt, truth_blunt)):
+        for j in range(2):
+            assert float(res.lower[j] - 4 * res.lower_se[j]) <= truth[j] <= float(res.upper[j] + 4 * res.upper_se[j])
+        assert res.best()["index"] == (1,)

@@ -121,7 +121,7 @@ def mutual_information(
             ``"mist"`` (no density; a learned estimate). See :data:`BOUNDS`.
         **options: the keywords of that bound's function (:data:`METHODS`; a keyword it does not
             take raises :class:`~pyromi.OptionError`, a ``TypeError``, naming the bounds that take
-            it). Shared by all: ``num_samples`` (N, default 256), ``seed`` (the same seed gives the
+            it, unless its value is None, which means "not given" for every option). Shared by all: ``num_samples`` (N, default 256), ``seed`` (the same seed gives the
             same numbers), ``model_args``/``model_kwargs`` (passed to the model and guides),
             ``device``/``dtype`` (default: the model's own; log-weights are accumulated in float64
             regardless), ``data_plate`` (the plate whose elements are the samples: bounds per data
@@ -162,6 +162,8 @@ def mutual_information(
     if not isinstance(bound, str) or bound not in METHODS:
         known = ", ".join(repr(b) for b in METHODS)
         raise ValueError(f"unknown bound={bound!r}; choose one of {known}")
+    # None is "not given" for every option: a loop over bounds may pass e.g. given=None to all
+    options = {k: v for k, v in options.items() if v is not None or k in keywords(bound)}
     check_keywords(bound, options)
     return METHODS[bound](model, observed, latent, **options)
 

@@ -194,7 +194,7 @@ def _density_mi(spec: ModelSpec, bound: str, *, guide, num_samples, num_particle
         target, given_names, nuisance = site_roles(
             spec.model, spec.observed, spec.latent, given, **spec.adapter_options())
         if nuisance or given_names:
-            used = [k + "=" for k, v in dict(guide=guide, start=start, joint=joint,
+            used = [k + "=" for k, v in dict(guide=guide, start=start, joint=joint, reparam=reparam,
                                              kernel=(annealing or {}).get("kernel"),
                                              hook=(annealing or {}).get("hook")).items() if v is not None]
             if used:

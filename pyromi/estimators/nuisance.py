@@ -308,7 +308,8 @@ def nuisance_ais_mi(
                 "num_leapfrog": num_leapfrog, "target_accept": target_accept,
                 "target": list(target), "nuisance": list(nuisance), "given": list(given),
                 "method": "nested Multi-Sample AIS" if runs else "exact (enumerated targets, no nuisance)",
-                "target_marginal": "exact" if marginal is None else "AIS sandwich (nuisance upstream of the target)",
+                "target_marginal": "exact" if marginal is None else (
+                    f"{'AIS' if bound == 'ais' else bound.upper()} sandwich (nuisance upstream of the target)"),
                 "device": str(full.device), "dtype": str(full.dtype)}
     return MIEstimate.from_terms(bound, lower, upper, num_particles=K, settings=settings,
                                  diagnostics=diagnostics, observed=tuple(n for n in full.observed_names
