@@ -126,8 +126,8 @@ def mutual_information(
             ``device``/``dtype`` (default: the model's own; log-weights are accumulated in float64
             regardless), ``data_plate`` (the plate whose elements are the samples: bounds per data
             point), ``vectorize`` (``"auto"``, True or False: batched or sequential evaluation).
-            All but ``mist``: ``progress`` (a bar on stderr: None shows one once a run takes a few
-            seconds; True, the default for ``ais``, always; False never), ``joint`` (pre-drawn
+            ``progress`` (a bar on stderr: None shows one once a run takes a few seconds; True, the
+            default for ``ais``, always; False never; MIST shows none). All but ``mist``: ``joint`` (pre-drawn
             :class:`~pyromi.JointSamples` to evaluate instead of fresh draws), ``reparam``
             (``"auto"`` non-centres funnel sites with Pyro's ``LocScaleReparam``: a bijection of
             z, so I(x; z) is unchanged, recorded in ``settings["reparam"]``).

@@ -71,10 +71,10 @@ def iwae_mi(
             class itself, which is built on the evaluation batch and fitted by SVI for
             ``guide_steps`` steps (the fit uses x only, so the bounds stay valid).
         num_particles: K proposal draws per sample (default 1000; None: the default).
-        max_batch, max_memory: most (particle, sample) pairs per model pass (default 2**18; None:
-            the default) and the pass's memory budget in bytes (default 2**29 = 512 MiB): the pairs
-            per pass are lowered so that the estimated size fits. An allocator failure raises
-            :class:`pyromi.ResourceError` saying what to lower.
+        max_batch: most (particle, sample) pairs per model pass (default 2**18; None: the default).
+        max_memory: the memory budget of one model pass in bytes (None: 2**29 = 512 MiB); the pairs
+            per pass are lowered below ``max_batch`` so that the pass's estimated size fits. An
+            allocator failure raises :class:`pyromi.ResourceError` saying what to lower.
         given: site(s) c for the conditional MI I(x; z | c); unlisted latent sites are nuisance
             latents (nested bounds at T = 1: :mod:`pyromi.estimators.nuisance`).
 
@@ -139,13 +139,14 @@ def ais_mi(
         start: pi_0: None for the prior p(z), or a proposal q(z | x) (default: ``guide``, any of
             the kinds :func:`iwae_mi` takes).
         num_particles: K chains per sample (default 16; None: the default).
-        max_batch, max_memory: most chain-sample pairs per block (default 2**16) and the memory
-            budget of one model pass, as in :func:`iwae_mi`.
+        max_batch: most chain-sample pairs per block (default 2**16; None: the default).
+        max_memory: the memory budget of one model pass in bytes, as in :func:`iwae_mi`.
         num_steps: T annealing transitions.
         schedule: betas: ``"adaptive"`` (placed from a pilot run: equal variance of the
             log-weight increments), ``"geometric"``, ``"sigmoid"``, ``"linear"``, or T + 1
             increasing betas from 0 to 1.
-        num_leapfrog, target_accept: HMC leapfrog steps per transition and pilot target acceptance.
+        num_leapfrog: HMC leapfrog steps per transition.
+        target_accept: the acceptance rate the pilot tunes each level's step size towards.
         kernel: a Pyro ``HMC``/``NUTS`` object: its class is driven chain by chain with the same
             frozen tuned step sizes (hundreds of times slower; for cross-checks).
         hook: callback ``hook(t, info)`` after each temperature.
