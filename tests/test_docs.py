@@ -15,9 +15,7 @@ The build runs in a subprocess started when the first test of this module starts
 overlaps the code blocks (one torch thread) on a 2-core machine.
 """
 
-import contextlib
 import importlib.util
-import io
 import os
 import pathlib
 import re
@@ -26,7 +24,7 @@ import sys
 
 import pytest
 
-from .test_readme import quoted_outputs, shrink
+from .test_readme import run_blocks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -94,15 +92,7 @@ def test_page_python_blocks_run(page):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster, and leaves a core to the build
     try:
-        ns: dict = {"__name__": "__docs__"}
-        for i, block in enumerate(python_blocks(page)):
-            code = shrink(block) if quick() else block
-            out = io.StringIO()
-            with contextlib.redirect_stdout(out):
-                exec(compile(code, f"{page.relative_to(DOCS)} python block {i + 1}", "exec"), ns)
-            printed = out.getvalue().splitlines()
-            for expected in quoted_outputs(block, code):  # the prints that ran as printed
-                assert any(line.startswith(expected) for line in printed), (i + 1, expected, printed)
+        run_blocks(python_blocks(page), str(page.relative_to(DOCS)), {"__name__": "__docs__"}, quick())
     finally:
         torch.set_num_threads(threads)
 

@@ -71,6 +71,22 @@ def quoted_outputs(block: str, ran: str | None = None) -> list[str]:
     return quoted
 
 
+def run_blocks(blocks: list[str], label: str, ns: dict, shrunk: bool) -> int:
+    """Run ``blocks`` in order in ``ns`` (shrunk when ``shrunk``); every quoted output of a print that
+    ran as printed must be what it prints. Returns how many quoted outputs were checked."""
+    checked = 0
+    for i, block in enumerate(blocks):
+        code = shrink(block) if shrunk else block
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, f"{label} python block {i + 1}", "exec"), ns)
+        printed = out.getvalue().splitlines()
+        for expected in quoted_outputs(block, code):  # the prints that ran as printed
+            assert any(line.startswith(expected) for line in printed), (i + 1, expected, printed)
+            checked += 1
+    return checked
+
+
 def test_setup_command_runs_the_same_test_command_as_ci():
     text = README.read_text()
     marker = text.split("<!-- ci:test-command -->")[1].splitlines()[1]
@@ -100,16 +116,7 @@ def test_readme_python_blocks_run():
     blocks = python_blocks()
     assert len(blocks) >= 3  # the first examples; the rest live in docs/ (tests/test_docs.py runs them)
     ns: dict = {"__name__": "__readme__"}
-    checked = 0
-    for i, block in enumerate(blocks):
-        code = shrink(block) if quick() else block
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, f"README.md python block {i + 1}", "exec"), ns)
-        printed = out.getvalue().splitlines()
-        for expected in quoted_outputs(block, code):  # the prints that ran as printed
-            assert any(line.startswith(expected) for line in printed), (i + 1, expected, printed)
-            checked += 1
+    checked = run_blocks(blocks, "README.md", ns, quick())
     assert checked >= (1 if quick() else 3)
     est = ns["est"]
     assert est.lower <= est.upper and est.units == "nats"
